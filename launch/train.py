@@ -1,0 +1,39 @@
+"""Train a GPT through DeepSpeed: `deepspeed launch/train.py --deepspeed ds_configs/3090.json`.
+
+Thin on purpose: parse and validate everything before any rank starts work, then wire the stages.
+`python launch/train.py ...` without the launcher runs as a single process.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from llm.errors import UsageError, fail
+
+
+def main(argv: list[str]) -> int:
+    from llm.train.session import Plan, run  # imports torch and deepspeed: after argparse's --help
+
+    try:
+        plan = Plan.from_argv(argv)  # every check that needs no other rank: exit 2 before any work
+    except UsageError as err:
+        fail(str(err), quiet=not _prints_errors())
+    return run(plan)
+
+
+def _prints_errors() -> bool:
+    import os
+
+    return os.environ.get("LOCAL_RANK", "0") == "0"  # one line per node, not one per rank
+
+
+if __name__ == "__main__":
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        from llm.config import build_parser
+
+        build_parser().print_help()
+        raise SystemExit(0)
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,3 @@
+"""llm: a GPT written from scratch, trained through DeepSpeed ZeRO."""
+
+__version__ = "0.1.0"

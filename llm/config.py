@@ -1,0 +1,248 @@
+"""RunConfig: the run's own settings (everything the DeepSpeed JSON does not own).
+
+Precedence: command-line flags > `LLM_*` environment variables > an optional run file
+(`--config run.toml|json`) > defaults. Each stage receives only its own typed, frozen section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+from contextvars import ContextVar
+from pathlib import Path
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from llm.errors import UsageError
+from llm.model.config import PRESETS, GPTConfig, PositionalEncoding
+
+AUTO_PRESET_HELP = "3090 with a CUDA GPU, tiny without"
+
+
+class DataConfig(BaseModel):
+    """Where text comes from and how it becomes tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str | None = Field(None, description="text files, a folder or a glob; None = built-in corpus")
+    cache_dir: Path = Field(Path("data/cache"), description="where prepared datasets are kept")
+    vocab_size: int = Field(8192, ge=256, le=65535, description="BPE vocabulary size")
+    val_fraction: float = Field(0.05, gt=0.0, lt=0.5, description="share of files held out for validation")
+
+
+class LoopConfig(BaseModel):
+    """How long to train and how often to evaluate and report."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_steps: int
+    eval_every: int
+    eval_batches: int
+    log_every: int
+    sample_tokens: int
+    seed: int
+    progress: bool
+
+
+class CheckpointConfig(BaseModel):
+    """When to save, how many to keep, and where to resume from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    save_every: int
+    keep_last: int
+    resume: str | None
+
+
+_RUN_FILE: ContextVar[Path | None] = ContextVar("run_file", default=None)
+# Environment variables with our prefix that are not settings (test hooks).
+_NON_SETTING_ENV = frozenset({"LLM_FAILPOINT"})
+
+
+class RunConfig(BaseSettings):
+    """Every run setting that the DeepSpeed JSON does not own. Flat, so each is one flag and one variable."""
+
+    model_config = SettingsConfigDict(env_prefix="LLM_", frozen=True, extra="forbid")
+
+    deepspeed: Path | None = Field(
+        None,
+        description="DeepSpeed JSON (default: ds_configs/3090.json with a GPU, ds_configs/cpu.json without)",
+    )
+    model: str = Field("auto", description=f"preset: auto ({AUTO_PRESET_HELP}), {', '.join(PRESETS)}")
+    n_layer: int | None = Field(None, ge=1, description="override the preset's number of blocks")
+    n_head: int | None = Field(None, ge=1, description="override the preset's attention heads")
+    n_embd: int | None = Field(None, ge=1, description="override the preset's width")
+    block_size: int | None = Field(None, ge=8, description="override the preset's context length")
+    pos_encoding: PositionalEncoding | None = Field(None, description="learned | rope | sinusoidal")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="override the preset's dropout")
+    activation_checkpointing: bool | None = Field(None, description="recompute activations in backward")
+    vocab_size: int = Field(8192, ge=256, le=65535, description="BPE vocabulary size of the tokenizer")
+    data: str | None = Field(None, description="text file, folder or glob (default: the built-in corpus)")
+    data_cache: Path = Field(Path("data/cache"), description="where prepared token files are kept")
+    val_fraction: float = Field(0.05, gt=0.0, lt=0.5, description="share of files held out for validation")
+    max_steps: int = Field(5000, ge=1, description="optimizer steps to train for")
+    eval_every: int = Field(250, ge=1, description="evaluate every N optimizer steps (and at step 0)")
+    eval_batches: int = Field(20, ge=1, description="micro-batches per evaluation, shared among ranks")
+    log_every: int = Field(10, ge=1, description="report train metrics every N optimizer steps")
+    save_every: int = Field(1000, ge=1, description="checkpoint every N optimizer steps (and at the end)")
+    keep_last: int = Field(3, ge=1, description="complete checkpoints to keep")
+    run_dir: Path | None = Field(None, description="run directory (default: runs/<run id>)")
+    resume: str | None = Field(
+        None, description="'auto' (newest complete checkpoint, if any) or a run or checkpoint directory"
+    )
+    seed: int = Field(1337, description="seed for initialisation and data order")
+    dist_timeout: float = Field(300.0, gt=0, description="seconds before a silent rank ends the job")
+    sample_tokens: int = Field(200, ge=0, description="tokens of sample text printed at the end (0: none)")
+    progress: bool = Field(True, description="show a progress bar on rank 0")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        run_file = _RUN_FILE.get()
+        if run_file is None:
+            return init_settings, env_settings
+        if run_file.suffix == ".toml":
+            return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=run_file)
+        return init_settings, env_settings, JsonConfigSettingsSource(settings_cls, json_file=run_file)
+
+    def model_section(self, *, cuda_available: bool) -> GPTConfig:
+        name = self.model
+        if name == "auto":
+            name = "3090" if cuda_available else "tiny"
+        if name not in PRESETS:
+            near = difflib.get_close_matches(name, list(PRESETS), n=1)
+            hint = f'did you mean "{near[0]}"? ' if near else ""
+            raise UsageError(f"--model {name}: no such preset; {hint}choose one of {', '.join(PRESETS)}")
+        overrides = {k: getattr(self, k) for k in _MODEL_OVERRIDES if getattr(self, k) is not None}
+        try:
+            return GPTConfig(**{**PRESETS[name], **overrides, "vocab_size": self.vocab_size})
+        except ValidationError as err:
+            raise UsageError(f"--model {name} with {overrides}: {_first_error(err)}") from None
+
+    def data_section(self) -> DataConfig:
+        return DataConfig(
+            source=self.data,
+            cache_dir=self.data_cache,
+            vocab_size=self.vocab_size,
+            val_fraction=self.val_fraction,
+        )
+
+    def loop_section(self) -> LoopConfig:
+        return LoopConfig(**{k: getattr(self, k) for k in LoopConfig.model_fields})
+
+    def checkpoint_section(self) -> CheckpointConfig:
+        return CheckpointConfig(**{k: getattr(self, k) for k in CheckpointConfig.model_fields})
+
+
+_MODEL_OVERRIDES = (
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "block_size",
+    "pos_encoding",
+    "dropout",
+    "activation_checkpointing",
+)
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    return str(first["msg"]).removeprefix("Value error, ")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="launch/train.py",
+        description="Train a GPT through DeepSpeed. Each flag can also be set as LLM_<NAME> in the "
+        "environment or in a --config file; flags win over the environment, the environment over the file.",
+    )
+    parser.add_argument("--config", metavar="RUN_FILE", help="run settings file (.toml or .json)")
+    for name, field in RunConfig.model_fields.items():
+        flags = [_flag(name)]
+        if name == "deepspeed":
+            flags += ["--deepspeed_config", "--deepspeed-config"]
+        default = "" if field.default is None else f"default: {field.default}; "
+        help_text = f"{field.description} ({default}env LLM_{name.upper()})"
+        if field.annotation in (bool, bool | None):
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(*flags, dest=name, metavar=name.upper(), help=help_text)
+    # The deepspeed launcher appends --local_rank=N; the rank itself comes from LOCAL_RANK.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def load_run_config(argv: list[str]) -> RunConfig:
+    """Flags > LLM_* environment > run file > defaults. Raises UsageError on any bad value."""
+    args = vars(build_parser().parse_args(argv))
+    args.pop("local_rank")
+    run_file = Path(args.pop("config")) if args.get("config") else None
+    _check_environment()
+    if run_file is not None:
+        _check_run_file(run_file)
+    flags = {k: v for k, v in args.items() if v is not None}
+    token = _RUN_FILE.set(run_file)
+    try:
+        return RunConfig(**flags)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "?"
+        where = (
+            _flag(name)
+            if name in flags
+            else f"LLM_{name.upper()}"
+            if f"LLM_{name.upper()}" in os.environ
+            else (f"{run_file} key {name}" if run_file else name)
+        )
+        raise UsageError(f"{where}: {_first_error(err)} (got {first.get('input')!r})") from None
+    finally:
+        _RUN_FILE.reset(token)
+
+
+def _check_environment() -> None:
+    valid = {f"LLM_{name.upper()}" for name in RunConfig.model_fields} | _NON_SETTING_ENV
+    for var in os.environ:
+        if var.upper().startswith("LLM_") and var.upper() not in valid:
+            near = difflib.get_close_matches(var.upper(), sorted(valid), n=1)
+            hint = f"did you mean {near[0]}?" if near else "unset it"
+            raise UsageError(f"environment variable {var} is not a setting; {hint}")
+
+
+def _check_run_file(path: Path) -> None:
+    if path.suffix not in (".toml", ".json"):
+        raise UsageError(f"--config {path}: a run file must end in .toml or .json")
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise UsageError(f"--config {path}: cannot read it ({err.strerror})") from None
+    try:
+        values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"--config {path}: not valid {path.suffix[1:].upper()}: {err}") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: must hold a table of settings")
+    for key in values:
+        if key not in RunConfig.model_fields:
+            near = difflib.get_close_matches(key.replace("-", "_"), list(RunConfig.model_fields), n=1)
+            hint = f'did you mean "{near[0]}"?' if near else "remove it"
+            raise UsageError(f'--config {path}: unknown setting "{key}"; {hint}')

@@ -1,0 +1,1 @@
+"""The GPT, written from scratch. Knows nothing of DeepSpeed, files or the network."""

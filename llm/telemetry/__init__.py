@@ -1,0 +1,1 @@
+"""Metric records and where they go. The schema module imports neither torch nor deepspeed."""

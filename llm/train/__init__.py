@@ -1,0 +1,1 @@
+"""Engine, loop and checkpoints: the only package (with checkpoint loading) that imports deepspeed."""

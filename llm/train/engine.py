@@ -1,0 +1,172 @@
+"""The one place that starts torch.distributed and calls deepspeed.initialize."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import deepspeed
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from llm.ds_config import DeepSpeedSettings
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    node: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_node_main(self) -> bool:
+        return self.local_rank == 0
+
+
+def dist_env() -> DistInfo:
+    """What the launcher told this process (rank 0 of 1 when started without a launcher)."""
+    return DistInfo(
+        rank=int(os.environ.get("RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", 1))),
+        node=socket.gethostname(),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def init_distributed(*, timeout_s: float) -> DistInfo:
+    """Join the job with every collective bounded by `timeout_s`.
+
+    `deepspeed.init_distributed(timeout=...)` bounds only the default group; ZeRO's own groups come
+    from `dist.new_group` and would wait torch's 30-minute default on a frozen rank, so we lower that
+    default first (measured in shared/recipes/multinode.md).
+    """
+    if "RANK" not in os.environ:  # `python launch/train.py`: a job of one, without MPI discovery
+        os.environ.update(
+            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
+        )
+    info = dist_env()
+    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
+        # ranks on one machine share its cores; oversubscribed threads slow every rank down
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.local_world_size))
+    timeout = timedelta(seconds=timeout_s)
+    dist.distributed_c10d.default_pg_timeout = timeout
+    deepspeed.init_distributed(auto_mpi_discovery=False, timeout=timeout, verbose=False)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(info.local_rank)
+    return info
+
+
+def device() -> torch.device:
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
+
+
+class Control:
+    """Small CPU-side collectives at step boundaries (stop flags, decisions from rank 0).
+
+    They run over gloo even when gradients go over NCCL, so they never synchronise the GPU, and they
+    inherit the job's timeout: a frozen rank ends the job instead of hanging it.
+    """
+
+    def __init__(self, *, timeout_s: float, force_group: bool = False) -> None:
+        # every rank must create groups in the same order: callers construct Controls identically
+        own_group = force_group or dist.get_backend() != "gloo"
+        self._group = (
+            dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s)) if own_group else None
+        )
+        self.world_size = dist.get_world_size()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on any rank."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([int(flag)], dtype=torch.int32)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX, group=self._group)
+        return bool(value.item())
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank."""
+        if self.world_size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self._group)
+        return box[0]
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if self.world_size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj, group=self._group)
+        return out
+
+    def mean(self, value: float) -> float:
+        if self.world_size == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(tensor, group=self._group)
+        return float(tensor.item()) / self.world_size
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier(group=self._group)
+
+
+def _param_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """Weight decay on matrices only; biases, norms (1-D) go without, as in GPT-2 and nanoGPT."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2]},  # weight_decay from the JSON
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def build_engine(model: nn.Module, settings: DeepSpeedSettings) -> Any:
+    """Wrap the model in a DeepSpeed engine, its optimizer and schedule taken from the JSON."""
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=_param_groups(model), config=settings.config
+    )
+    return engine
+
+
+def step_stats(engine: Any) -> dict[str, Any]:
+    """What the engine knows about the last optimizer step (may synchronise the device)."""
+    grad_norm = engine.get_global_grad_norm()
+    if isinstance(grad_norm, torch.Tensor):
+        grad_norm = grad_norm.item()
+    optimizer = engine.optimizer
+    loss_scale = getattr(optimizer, "cur_scale", None) or getattr(optimizer, "loss_scale", None) or 1.0
+    return {
+        "lr": float(engine.get_lr()[0]),
+        "grad_norm": None if grad_norm is None else float(grad_norm),
+        "loss_scale": float(loss_scale),
+        "skipped_steps": int(engine.skipped_steps),
+    }
+
+
+def monitor_writer(engine: Any) -> Any:
+    """DeepSpeed's own monitor (tensorboard / wandb / csv_monitor), or None when none is enabled."""
+    monitor = getattr(engine, "monitor", None)
+    return monitor.write_events if monitor is not None and monitor.enabled else None

@@ -1,0 +1,77 @@
+"""The run directory: what is written once at start so any run can be reproduced from it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_LIBRARIES = ("torch", "deepspeed", "tokenizers", "pydantic", "pydantic-settings", "numpy", "llm")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 10000:04d}"
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit of this checkout and whether it had uncommitted changes."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    sha = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_sha": sha, "dirty": bool(status) if status is not None else None}
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def hardware(world_size: int) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "node": platform.node(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "world_size": world_size,
+        "cuda": torch.version.cuda,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+    }
+    return info
+
+
+def config_hash(*parts: Any) -> str:
+    """A short sha256 of JSON-able values: checkpoints record it to catch a resume with another shape."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def write_run_files(run_dir: Path, *, name: str, record: dict[str, Any], ds_config: dict[str, Any]) -> None:
+    """Write `<name>.json` (settings, versions, hardware) and the DeepSpeed JSON as used."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    full = {**record, "code": code_version(), "versions": library_versions(), "argv": sys.argv}
+    (run_dir / f"{name}.json").write_text(json.dumps(full, indent=2, default=str) + "\n")
+    (run_dir / f"{name}.ds_config.json").write_text(json.dumps(ds_config, indent=2) + "\n")
