@@ -61,9 +61,10 @@ def write_atomic(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def _failpoint(name: str) -> None:
-    """Test hook: LLM_FAILPOINT=<name> kills this process with SIGKILL right here (a real kill -9)."""
-    if os.environ.get("LLM_FAILPOINT") == name:
+def _failpoint(name: str, *, step: int) -> None:
+    """Test hook: LLM_FAILPOINT=<name>[@<step>] kills this process with SIGKILL here (a real kill -9)."""
+    target, _, at = os.environ.get("LLM_FAILPOINT", "").partition("@")
+    if target == name and (not at or int(at) == step):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -114,7 +115,7 @@ def save_checkpoint(
     control.barrier()
     engine.save_checkpoint(str(root), tag=tag, client_state={"llm": state}, save_latest=False)
     torch.save(rng_state(), folder / f"rng_state_rank{dist_info.rank}.pt")
-    _failpoint("checkpoint.before_manifest")
+    _failpoint("checkpoint.before_manifest", step=step)
     control.barrier()
     # Each node hashes what it holds, so no shared filesystem is assumed; rank 0 merges.
     files = _hash_tree(folder) if dist_info.is_node_main else {}

@@ -63,6 +63,8 @@ def init_distributed(*, timeout_s: float) -> DistInfo:
         os.environ.update(
             RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
         )
+    # the ZeRO step allocates large flat buffers at once: let the allocator grow segments instead of failing
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     info = dist_env()
     if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
         # ranks on one machine share its cores; oversubscribed threads slow every rank down

@@ -1,0 +1,139 @@
+"""Open a trained model from a run directory or one checkpoint folder, without DeepSpeed's engine.
+
+What a run leaves behind is enough to rebuild it: RUN_DIR/run.json holds the model shape ("model")
+and the prepared dataset whose `tokenizer.json` the run used ("dataset.path"); a checkpoint folder
+holds the weights in whatever layout its ZeRO stage wrote (`checkpoint.load_model_weights` reads any).
+`python -m llm.generate` and `python -m llm.export` both start here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from llm.data.tokenizer import Tokenizer, tokenizer_hash
+from llm.errors import UsageError
+from llm.model.config import GPTConfig
+from llm.model.gpt import GPT
+from llm.train import checkpoint
+
+RUN_RECORD = "run.json"
+_WHAT_TO_GIVE = "give a run directory (RUN_DIR) or one checkpoint folder (RUN_DIR/checkpoints/step_XXXXXXXX)"
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    model: GPT  # in eval mode, fp32, on the device asked for
+    config: GPTConfig
+    tokenizer: Tokenizer
+    tokenizer_path: Path  # the dataset's tokenizer.json the run trained with
+    checkpoint: Path  # the checkpoint folder the weights came from
+    step: int  # optimizer steps the checkpoint had taken
+    run_dir: Path
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """The checkpoint folder that `path` names: a run's newest complete one, or `path` itself."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such run directory or checkpoint; {_WHAT_TO_GIVE}")
+    if not path.is_dir():
+        raise UsageError(f"{path}: a file, not a run directory or checkpoint folder; {_WHAT_TO_GIVE}")
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if root != path or (root / checkpoint.LATEST).is_file() or checkpoint.list_checkpoints(root):
+        found = checkpoint.newest_complete(root)  # `latest`, else the newest complete one
+        if found is None:
+            raise UsageError(f"{root}: no complete checkpoint (every save is unfinished); train longer")
+        return found
+    problem = checkpoint.checkpoint_problem(path)
+    if problem is not None:
+        earlier = checkpoint.newest_complete(path.parent)
+        hint = f"use {earlier}" if earlier is not None and earlier != path else _WHAT_TO_GIVE
+        raise UsageError(f"{path}: not a usable checkpoint, {problem}; {hint}")
+    return path
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path} is missing: the checkpoint is not inside a run directory") from None
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path}: unreadable ({err})") from None
+    if not isinstance(record, dict) or "model" not in record or "dataset" not in record:
+        raise UsageError(f'{path}: no "model" or "dataset" section; was it written by launch/train.py?')
+    return record
+
+
+def model_config(record: dict[str, Any], *, where: Path) -> GPTConfig:
+    try:
+        return GPTConfig.model_validate(record["model"])
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise UsageError(f'{where}: "model" is not a valid GPTConfig: {first["msg"]}') from None
+
+
+def tokenizer_path(record: dict[str, Any], *, where: Path) -> Path:
+    """The run's tokenizer.json; refuses one that is gone or is not the file the run trained with."""
+    dataset = Path(str(record["dataset"].get("path", "")))
+    path = dataset / "tokenizer.json"
+    if not path.is_file():
+        relative = "" if dataset.is_absolute() else " (a relative path: run from where training ran)"
+        raise UsageError(
+            f"{where}: the dataset folder {dataset}{relative} with the run's tokenizer.json is gone; "
+            "prepare the same data again (same --data, --vocab-size, --data-cache) to recreate it"
+        )
+    expected = record.get("tokenizer_hash")
+    if expected and tokenizer_hash(path) != expected:
+        raise UsageError(f"{path} is not the tokenizer this run trained with (sha256 differs from {where})")
+    return path
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    # DeepSpeed's zero_to_fp32 reports its progress with print() and tqdm; callers' stdout is theirs.
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            return checkpoint.load_model_weights(folder)
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"{folder}: the weights could not be read ({reason}); try an earlier checkpoint") from None
+
+
+def load_trained(path: Path, *, device: str | torch.device = "cpu") -> TrainedModel:
+    """A run directory or a checkpoint folder -> the model (eval mode, fp32), its config and tokenizer."""
+    folder = resolve_checkpoint(Path(path))
+    run_dir = folder.parent.parent  # RUN_DIR/checkpoints/<tag>
+    record = read_run_record(run_dir)
+    config = model_config(record, where=run_dir / RUN_RECORD)
+    tokenizer_file = tokenizer_path(record, where=run_dir / RUN_RECORD)
+    tokenizer = Tokenizer.from_file(tokenizer_file)
+    if tokenizer.vocab_size != config.vocab_size:
+        raise UsageError(
+            f"{tokenizer_file} has {tokenizer.vocab_size} tokens, the model in {run_dir / RUN_RECORD} "
+            f"{config.vocab_size}; the dataset folder was replaced"
+        )
+    model = GPT(config)
+    try:
+        model.load_state_dict(_read_weights(folder), strict=True)
+    except RuntimeError as err:  # missing/unexpected keys or shapes: a checkpoint of another model
+        reason = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise UsageError(f"{folder}: weights do not fit the model in run.json ({reason})") from None
+    manifest = checkpoint.read_manifest(folder) or {}
+    return TrainedModel(
+        model=model.to(device).eval(),
+        config=config,
+        tokenizer=tokenizer,
+        tokenizer_path=tokenizer_file,
+        checkpoint=folder,
+        step=int(manifest.get("step", 0)),
+        run_dir=run_dir,
+    )

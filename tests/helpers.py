@@ -1,0 +1,146 @@
+"""Shared helpers for tests that run the real trainer (single process or through the deepspeed launcher)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+# Prepared token files are reused across tests and test runs (keyed by content, see llm/data/prepare.py).
+DATA_CACHE = REPO / ".cache" / "test-data"
+CPU_CONFIG = REPO / "ds_configs" / "cpu.json"
+# a second real corpus that every machine with our dependencies has: pydantic's own sources
+SECOND_CORPUS = Path(__import__("pydantic").__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tiny_args(run_dir: Path, *extra: str | Path) -> list[str]:
+    """Flags for a fast run of the tiny preset with no progress bar and no sample."""
+    return [
+        "--model", "tiny", "--data-cache", str(DATA_CACHE), "--no-progress", "--sample-tokens", "0",
+        "--run-dir", str(run_dir), *map(str, extra),
+    ]  # fmt: skip
+
+
+def train_cmd(args: list[str], *, nproc: int | None = None) -> list[str]:
+    """The real command: `deepspeed --num_gpus N launch/train.py ...`, or `python launch/train.py ...`."""
+    if nproc is None:
+        return [sys.executable, "launch/train.py", *args]
+    launcher = [str(VENV_BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", str(free_port())]
+    return [*launcher, "launch/train.py", *args]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_train(
+    args: list[str], *, nproc: int | None = None, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        train_cmd(args, nproc=nproc), cwd=REPO, env=env or child_env(), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def start_train(
+    args: list[str], *, nproc: int | None = None, log: Path, **env: str
+) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(
+        train_cmd(args, nproc=nproc), cwd=REPO, env=child_env(**env), stdout=handle, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def ds_config(tmp_path: Path, name: str = "ds.json", base: Path = CPU_CONFIG, **overrides: Any) -> Path:
+    """A copy of a shipped config with top-level sections replaced or merged (dicts merge one level)."""
+    config = json.loads(base.read_text())
+    for key, value in overrides.items():
+        if value is None:
+            config.pop(key, None)
+        elif isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    path = tmp_path / name
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def metrics(run_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if kind is None or r["type"] == kind]
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in metrics(run_dir, "train")}
+
+
+def wait_for(
+    predicate: Callable[[], bool], *, timeout: float, what: str, proc: subprocess.Popen | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended (exit {proc.returncode}) before {what}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def rank_processes(launcher: subprocess.Popen) -> list[psutil.Process]:
+    """The training ranks started by a launcher (processes running launch/train.py, not the launcher)."""
+    found = []
+    for child in psutil.Process(launcher.pid).children(recursive=True):
+        try:
+            cmdline = child.cmdline()
+        except psutil.Error:
+            continue
+        if any(
+            part.endswith("launch/train.py") for part in cmdline
+        ) and "deepspeed.launcher.launch" not in " ".join(cmdline):
+            found.append(child)
+    return found
+
+
+def rank_process(launcher: subprocess.Popen, rank: int) -> psutil.Process:
+    for proc in rank_processes(launcher):
+        try:
+            if proc.environ().get("RANK") == str(rank):
+                return proc
+        except psutil.Error:
+            continue
+    raise AssertionError(f"rank {rank} not found under launcher {launcher.pid}")
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """Leave nothing behind, even a stopped rank: everything in the run's own session."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
