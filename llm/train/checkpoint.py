@@ -206,12 +206,12 @@ def find_run_dir_to_resume(runs_root: Path) -> Path | None:
     return max(candidates, key=lambda d: (d / "checkpoints").stat().st_mtime, default=None)
 
 
-def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+def resolve_resume(resume: str | None, run_dir: Path | None) -> Path | None:
     """The checkpoint folder to start from, None for a fresh start; UsageError when `resume` is bad."""
     if resume is None:
         return None
-    if resume == "auto":
-        return newest_complete(run_dir / "checkpoints")
+    if resume == "auto":  # continue if there is something to continue, else start afresh
+        return newest_complete(run_dir / "checkpoints") if run_dir is not None else None
     path = Path(resume)
     if not path.exists():
         raise UsageError(f"--resume {path}: no such run or checkpoint; give a run directory or 'auto'")

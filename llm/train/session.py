@@ -14,7 +14,7 @@ import torch
 
 from llm.config import RunConfig, load_run_config
 from llm.data.corpus import open_source
-from llm.data.prepare import dataset_dir, load_dataset, prepare_dataset
+from llm.data.prepare import load_dataset, prepare_dataset
 from llm.ds_config import DeepSpeedSettings, load_ds_config
 from llm.errors import UsageError, fail
 from llm.model.config import GPTConfig
@@ -54,10 +54,8 @@ class Plan:
         open_source(cfg.data)  # a data path that does not exist fails here
         run_dir = cfg.run_dir
         if run_dir is None and cfg.resume == "auto":
-            run_dir = checkpoint.find_run_dir_to_resume(RUNS_ROOT)
-        resume_from = (
-            checkpoint.resolve_resume(cfg.resume, run_dir) if run_dir or cfg.resume != "auto" else None
-        )
+            run_dir = checkpoint.find_run_dir_to_resume(RUNS_ROOT)  # the newest run with a checkpoint
+        resume_from = checkpoint.resolve_resume(cfg.resume, run_dir)
         if resume_from is not None and run_dir is None:
             run_dir = resume_from.parent.parent  # RUN_DIR/checkpoints/<tag>
         return Plan(cfg=cfg, settings=settings, model=model, run_dir=run_dir, resume_from=resume_from)
@@ -72,14 +70,14 @@ def _agree_or_exit(control: Control, problem: str | None, *, is_main: bool) -> N
 
 def _prepare_data(plan: Plan, control: Control, *, is_main: bool) -> Path:
     """Rank 0 prepares missing data once; the others wait (however long tokenising takes)."""
-    problem = None
+    problem, path = None, None
     if is_main:
         try:
-            prepare_dataset(plan.cfg.data_section(), progress=plan.cfg.progress)
+            path = prepare_dataset(plan.cfg.data_section(), progress=plan.cfg.progress)
         except UsageError as err:
             problem = str(err)
     _agree_or_exit(control, problem, is_main=is_main)
-    return dataset_dir(plan.cfg.data_section())
+    return Path(control.broadcast(str(path)))
 
 
 def run(plan: Plan) -> int:
@@ -123,7 +121,7 @@ def run(plan: Plan) -> int:
             "run_id": run_dir.name,
             "settings": cfg.model_dump(mode="json"),
             "model": model_cfg.model_dump(),
-            "parameters": model.num_parameters(),
+            "parameters": GPT.parameter_count(model_cfg),
             "deepspeed_config_path": str(plan.settings.path),
             "dataset": {"path": str(dataset.path), "meta": _meta_summary(dataset.meta)},
             "resumed_from": str(plan.resume_from) if plan.resume_from else None,
@@ -136,7 +134,8 @@ def run(plan: Plan) -> int:
         events.emit(RunStateEvent, state=state, step=start.step if start else 0, detail=str(run_dir))
         ds = plan.settings
         print(
-            f"run {run_dir}: {model.num_parameters() / 1e6:.2f}M parameters, {info.world_size} rank(s), "
+            f"run {run_dir}: {GPT.parameter_count(model_cfg) / 1e6:.2f}M parameters, "
+            f"{info.world_size} rank(s), "
             f"{ds.precision}, ZeRO-{ds.zero_stage}, micro-batch {ds.micro_batch} x accumulation "
             f"{ds.gradient_accumulation}, {cfg.max_steps} steps",
             flush=True,

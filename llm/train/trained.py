@@ -68,7 +68,7 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is missing: the checkpoint is not inside a run directory") from None
     except (OSError, ValueError) as err:
         raise UsageError(f"{path}: unreadable ({err})") from None
-    if not isinstance(record, dict) or "model" not in record or "dataset" not in record:
+    if not isinstance(record, dict) or "model" not in record or not isinstance(record.get("dataset"), dict):
         raise UsageError(f'{path}: no "model" or "dataset" section; was it written by launch/train.py?')
     return record
 
@@ -105,7 +105,9 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
             return checkpoint.load_model_weights(folder)
     except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UsageError(f"{folder}: the weights could not be read ({reason}); try an earlier checkpoint") from None
+        raise UsageError(
+            f"{folder}: the weights could not be read ({reason}); try an earlier checkpoint"
+        ) from None
 
 
 def load_trained(path: Path, *, device: str | torch.device = "cpu") -> TrainedModel:

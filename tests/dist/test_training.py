@@ -49,6 +49,7 @@ def _weights_after_one_step(tmp_path: Path, name: str, *, micro: int, accum: int
         optimizer={"type": "SGD", "params": {"lr": 0.5}},
         scheduler=None,
         zero_optimization={"stage": 2},
+        zero_allow_untested_optimizer=True,
     )
     run_dir = tmp_path / name
     args = tiny_args(run_dir, "--max-steps", "1", "--eval-every", "100", "--eval-batches", "1")
