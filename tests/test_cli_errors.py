@@ -77,7 +77,7 @@ def test_preset_that_does_not_exist(tmp_path: Path) -> None:
 def test_resume_pointing_at_nothing(tmp_path: Path) -> None:
     _assert_usage_error(
         run_train([*tiny_args(tmp_path / "r"), "--resume", str(tmp_path / "gone")]),
-        "no such run or checkpoint",
+        "no such run directory or checkpoint",
     )
 
 
@@ -90,7 +90,10 @@ def test_resume_from_an_incomplete_checkpoint(tmp_path: Path) -> None:
     (partial / "manifest.json").unlink()
     before = sorted(p.name for p in partial.iterdir())
     message = _assert_usage_error(
-        run_train([*tiny_args(run_dir), "--resume", str(partial)]), "incomplete checkpoint", "step_00000001"
+        run_train([*tiny_args(run_dir), "--resume", str(partial)]),
+        "not a usable checkpoint",
+        "use ",
+        "step_00000001",
     )
     assert "no complete manifest.json" in message
     assert sorted(p.name for p in partial.iterdir()) == before

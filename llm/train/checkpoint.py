@@ -206,33 +206,39 @@ def find_run_dir_to_resume(runs_root: Path) -> Path | None:
     return max(candidates, key=lambda d: (d / "checkpoints").stat().st_mtime, default=None)
 
 
+_WHAT_TO_GIVE = "give a run directory (RUN_DIR) or one checkpoint folder (RUN_DIR/checkpoints/step_XXXXXXXX)"
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """The checkpoint folder `path` names: a run's newest complete one, or `path` itself when complete."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such run directory or checkpoint; {_WHAT_TO_GIVE}")
+    if not path.is_dir():
+        raise UsageError(f"{path}: a file, not a run directory or checkpoint folder; {_WHAT_TO_GIVE}")
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if root != path or (root / LATEST).is_file() or list_checkpoints(root):
+        found = newest_complete(root)  # `latest`, else the newest complete one
+        if found is None:
+            raise UsageError(f"{root}: no complete checkpoint (every save is unfinished); start without it")
+        return found
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        earlier = newest_complete(path.parent)
+        hint = f"use {earlier}" if earlier is not None and earlier != path else _WHAT_TO_GIVE
+        raise UsageError(f"{path}: not a usable checkpoint, {problem}; {hint}")
+    return path
+
+
 def resolve_resume(resume: str | None, run_dir: Path | None) -> Path | None:
     """The checkpoint folder to start from, None for a fresh start; UsageError when `resume` is bad."""
     if resume is None:
         return None
     if resume == "auto":  # continue if there is something to continue, else start afresh
         return newest_complete(run_dir / "checkpoints") if run_dir is not None else None
-    path = Path(resume)
-    if not path.exists():
-        raise UsageError(f"--resume {path}: no such run or checkpoint; give a run directory or 'auto'")
-    if (path / "checkpoints").is_dir():
-        found = newest_complete(path / "checkpoints")
-        if found is None:
-            raise UsageError(f"--resume {path}: the run has no complete checkpoint; start without --resume")
-        return found
-    if (path / LATEST).is_file() or list_checkpoints(path):
-        found = newest_complete(path)
-        if found is None:
-            raise UsageError(f"--resume {path}: no complete checkpoint in it; start without --resume")
-        return found
-    problem = checkpoint_problem(path)
-    if problem is not None:
-        earlier = newest_complete(path.parent)
-        fix = (
-            f"resume from {earlier}" if earlier is not None and earlier != path else "start without --resume"
-        )
-        raise UsageError(f"--resume {path}: incomplete checkpoint, {problem}; {fix}")
-    return path
+    try:
+        return resolve_checkpoint(Path(resume))
+    except UsageError as err:
+        raise UsageError(f"--resume {err}") from None
 
 
 def verify_or_fail(folder: Path) -> None:

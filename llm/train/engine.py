@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
@@ -134,6 +135,23 @@ class Control:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier(group=self._group)
+
+    def unresponsive_ranks(self, *, timeout_s: float = 10.0) -> list[int]:
+        """After a collective timed out: the ranks that do not answer a monitored barrier.
+
+        Every rank that noticed the timeout calls this; gloo's monitored barrier names the ranks that
+        never arrive (dead or frozen). Run it on a group the failed collective did not use.
+        """
+        if self.world_size == 1:
+            return []
+        try:
+            dist.monitored_barrier(
+                group=self._group, timeout=timedelta(seconds=timeout_s), wait_all_ranks=True
+            )
+        except RuntimeError as err:
+            found = re.search(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", str(err))
+            return [int(r) for r in found.group(1).split(",")] if found else [-1]
+        return []
 
 
 def _param_groups(model: nn.Module) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ one line and exit code 2 before any work starts.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from llm.telemetry.sinks import EventLog, JsonlSink, MonitorSink, ProgressBar, S
 from llm.train import checkpoint
 from llm.train.engine import Control, build_engine, device, dist_env, init_distributed, monitor_writer
 from llm.train.loop import LoopContext, train
-from llm.train.rundir import config_hash, hardware, new_run_id, write_run_files
+from llm.train.rundir import code_version, config_hash, hardware, new_run_id, write_run_files
 
 RUNS_ROOT = Path("runs")
 
@@ -85,10 +86,12 @@ def run(plan: Plan) -> int:
     cfg = plan.cfg
     info = init_distributed(timeout_s=cfg.dist_timeout)
     # Data preparation may outlast --dist-timeout: its wait uses a group without that bound.
-    prep_control = Control(timeout_s=max(cfg.dist_timeout, 24 * 3600), force_group=True)
+    # A spare group: data preparation may outlast --dist-timeout, so its wait has no such bound; after
+    # a timeout elsewhere it is still healthy enough to find out which rank stopped answering.
+    spare = Control(timeout_s=max(cfg.dist_timeout, 24 * 3600), force_group=True)
     control = Control(timeout_s=cfg.dist_timeout)
     run_dir = plan.run_dir or RUNS_ROOT / control.broadcast(new_run_id())
-    dataset = load_dataset(_prepare_data(plan, prep_control, is_main=info.is_main))
+    dataset = load_dataset(_prepare_data(plan, spare, is_main=info.is_main))
     model_cfg = plan.model.model_copy(update={"vocab_size": dataset.tokenizer.vocab_size})
     if model_cfg.block_size >= len(dataset.val):
         fail(
@@ -102,10 +105,13 @@ def run(plan: Plan) -> int:
     engine = build_engine(model, plan.settings)
 
     hashes = {
-        "config_hash": config_hash(model_cfg.model_dump(), plan.settings.config),
+        # the model's shape: what must match to load the weights. The DeepSpeed JSON may change on a
+        # resume (a larger --max-steps stretches the schedule: only its position is saved).
+        "config_hash": config_hash(model_cfg.model_dump()),
         "tokenizer_hash": dataset.meta["tokenizer_sha256"],
         "zero_stage": plan.settings.zero_stage,
         "precision": plan.settings.precision,
+        "code": code_version(),
     }
     start = None
     if plan.resume_from is not None:
@@ -154,7 +160,13 @@ def run(plan: Plan) -> int:
         manifest_fields=hashes,
         events=events,
     )
-    result = train(ctx, cfg.loop_section(), cfg.checkpoint_section(), start=start)
+    try:
+        result = train(ctx, cfg.loop_section(), cfg.checkpoint_section(), start=start)
+    except RuntimeError as err:  # torch.distributed's errors (DistBackendError too) are RuntimeErrors
+        if "Timed out" not in str(err) and "Connection" not in str(err):
+            raise
+        _report_lost_ranks(spare, err, timeout_s=cfg.dist_timeout, is_main=info.is_main)
+        return 1
     if events is not None:
         state = "stopped" if result.stopped_by_signal else "finished"
         events.emit(RunStateEvent, state=state, step=result.step, detail=str(run_dir))
@@ -162,6 +174,19 @@ def run(plan: Plan) -> int:
     if not result.stopped_by_signal and cfg.sample_tokens:
         _print_sample(engine, dataset, model_cfg, cfg.sample_tokens, seed=cfg.seed, is_main=info.is_main)
     return 0
+
+
+def _report_lost_ranks(spare: Control, err: RuntimeError, *, timeout_s: float, is_main: bool) -> None:
+    lost = spare.unresponsive_ranks(timeout_s=5.0)
+    if not is_main:
+        return
+    who = f"rank {', '.join(map(str, lost))}" if lost and lost != [-1] else "another rank"
+    print(
+        f"error: {who} stopped answering: a collective failed after up to {timeout_s:g} s "
+        f"(--dist-timeout): {str(err).splitlines()[0][:200]}. The job ends; continue it with --resume auto",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _resume_problem(folder: Path, hashes: dict[str, object], *, verify: bool) -> str | None:
@@ -173,7 +198,7 @@ def _resume_problem(folder: Path, hashes: dict[str, object], *, verify: bool) ->
     manifest = checkpoint.read_manifest(folder) or {}
     for key in ("config_hash", "tokenizer_hash"):
         if manifest.get(key) != hashes[key]:
-            what = "model shape or DeepSpeed config" if key == "config_hash" else "tokenizer (data)"
+            what = "model shape" if key == "config_hash" else "tokenizer (data)"
             return (
                 f"--resume {folder}: the checkpoint was written with another {what}; resume with the "
                 f"settings in {folder.parent.parent}/run.json or start a new run"

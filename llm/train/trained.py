@@ -26,7 +26,6 @@ from llm.model.gpt import GPT
 from llm.train import checkpoint
 
 RUN_RECORD = "run.json"
-_WHAT_TO_GIVE = "give a run directory (RUN_DIR) or one checkpoint folder (RUN_DIR/checkpoints/step_XXXXXXXX)"
 
 
 @dataclass(frozen=True)
@@ -38,26 +37,6 @@ class TrainedModel:
     checkpoint: Path  # the checkpoint folder the weights came from
     step: int  # optimizer steps the checkpoint had taken
     run_dir: Path
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    """The checkpoint folder that `path` names: a run's newest complete one, or `path` itself."""
-    if not path.exists():
-        raise UsageError(f"{path}: no such run directory or checkpoint; {_WHAT_TO_GIVE}")
-    if not path.is_dir():
-        raise UsageError(f"{path}: a file, not a run directory or checkpoint folder; {_WHAT_TO_GIVE}")
-    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if root != path or (root / checkpoint.LATEST).is_file() or checkpoint.list_checkpoints(root):
-        found = checkpoint.newest_complete(root)  # `latest`, else the newest complete one
-        if found is None:
-            raise UsageError(f"{root}: no complete checkpoint (every save is unfinished); train longer")
-        return found
-    problem = checkpoint.checkpoint_problem(path)
-    if problem is not None:
-        earlier = checkpoint.newest_complete(path.parent)
-        hint = f"use {earlier}" if earlier is not None and earlier != path else _WHAT_TO_GIVE
-        raise UsageError(f"{path}: not a usable checkpoint, {problem}; {hint}")
-    return path
 
 
 def read_run_record(run_dir: Path) -> dict[str, Any]:
@@ -112,7 +91,7 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def load_trained(path: Path, *, device: str | torch.device = "cpu") -> TrainedModel:
     """A run directory or a checkpoint folder -> the model (eval mode, fp32), its config and tokenizer."""
-    folder = resolve_checkpoint(Path(path))
+    folder = checkpoint.resolve_checkpoint(Path(path))
     run_dir = folder.parent.parent  # RUN_DIR/checkpoints/<tag>
     record = read_run_record(run_dir)
     config = model_config(record, where=run_dir / RUN_RECORD)

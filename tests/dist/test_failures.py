@@ -51,8 +51,8 @@ def test_a_dead_or_frozen_rank_ends_the_job_then_resume_continues(tmp_path: Path
     print(f"{fault} of rank 1: the job ended with exit {code} after {elapsed:.1f} s")
     assert code != 0
     assert elapsed <= DIST_TIMEOUT + 60, log[-3000:]
-    if fault == "SIGSTOP":
-        assert "rank 1" in log or "Timed out" in log or "timed out" in log, log[-3000:]
+    if fault == "SIGSTOP":  # the survivor names the rank that stopped answering
+        assert "error: rank 1 stopped answering" in log, log[-3000:]
 
     last_saved = newest_complete(run_dir / "checkpoints")
     assert last_saved is not None
