@@ -41,7 +41,7 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 test: lint typecheck
-	$(VENV)/bin/pytest -v --durations=15
+	$(VENV)/bin/pytest -v -s --durations=20
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not dist"
