@@ -26,7 +26,7 @@ endif
 demo: setup
 ifeq ($(HAS_GPU),)
 	$(DEEPSPEED) --num_gpus 2 --master_port $(DEMO_PORT) launch/train.py --deepspeed ds_configs/cpu.json \
-		--model tiny --max-steps 300 --eval-every 100 --save-every 100 --run-dir runs/demo --resume auto
+		--model tiny --max-steps 800 --eval-every 200 --save-every 200 --run-dir runs/demo --resume auto
 else
 	$(DEEPSPEED) launch/train.py --deepspeed ds_configs/3090.json --max-steps 300 --eval-every 100 \
 		--save-every 100 --run-dir runs/demo --resume auto

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def _prepare_data(plan: Plan, control: Control, *, is_main: bool) -> Path:
 
 def run(plan: Plan) -> int:
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    # DeepSpeed 0.19 calls an API torch deprecated; the warning says nothing a user can act on
+    warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
     cfg = plan.cfg
     info = init_distributed(timeout_s=cfg.dist_timeout)
     # Data preparation may outlast --dist-timeout: its wait uses a group without that bound.
