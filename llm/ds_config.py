@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from llm.errors import UsageError
+from llm.errors import UsageError, read_json
 
 Precision = Literal["fp32", "fp16", "bf16"]
 
@@ -130,21 +130,11 @@ def load_ds_config(path: Path, *, world_size: int, cuda_available: bool, max_ste
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UsageError(
-            f"{path}: no such DeepSpeed config; give a file from ds_configs/ to --deepspeed"
-        ) from None
-    except OSError as err:
-        raise UsageError(f"{path}: cannot read the DeepSpeed config ({err.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UsageError(
-            f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}; fix the file (JSON has no "
-            "comments or trailing commas)"
-        ) from None
+    data = read_json(
+        path,
+        what="DeepSpeed config",
+        fix="give a file from ds_configs/ to --deepspeed (JSON has no comments or trailing commas)",
+    )
     if not isinstance(data, dict):
         raise UsageError(
             f"{path}: a DeepSpeed config must be a JSON object {{...}}, not {type(data).__name__}"

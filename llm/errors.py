@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 USAGE_EXIT_CODE = 2
 
@@ -27,3 +29,19 @@ def fail(message: str, *, quiet: bool = False) -> NoReturn:
     if not quiet:
         print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(USAGE_EXIT_CODE)
+
+
+def read_json(path: Path, *, what: str, fix: str) -> Any:
+    """Parse a JSON file, or raise one UsageError: missing, unreadable, or invalid (with line and column)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such {what}; {fix}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path}: cannot read the {what} ({err}); {fix}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(
+            f"{path}:{err.lineno}:{err.colno}: invalid JSON in the {what}: {err.msg}; {fix}"
+        ) from None

@@ -159,7 +159,7 @@ def test_load_without_meta_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"meta\.json"):
         load_dataset(tmp_path)
     (tmp_path / "meta.json").write_text("{not json")
-    with pytest.raises(UsageError, match="unreadable"):
+    with pytest.raises(UsageError, match="invalid JSON"):
         load_dataset(tmp_path)
 
 

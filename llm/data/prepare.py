@@ -26,7 +26,7 @@ from tqdm import tqdm
 from llm.config import DataConfig
 from llm.data.corpus import Document, TextSource, decode_text, open_source
 from llm.data.tokenizer import EOT, Tokenizer, tokenizer_hash, train_tokenizer
-from llm.errors import UsageError
+from llm.errors import UsageError, read_json
 
 FORMAT_VERSION = 1
 TOKEN_DTYPE = np.uint16  # vocabularies up to 65,536 tokens; DataConfig caps vocab_size below that
@@ -239,12 +239,7 @@ def load_dataset(path: Path) -> PreparedDataset:
     path = Path(path)
     meta_path = path / "meta.json"
     redo = f"delete {path} and prepare it again"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{meta_path}: not found; this is not a prepared dataset ({redo})") from None
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{meta_path}: unreadable ({err}); {redo}") from None
+    meta = read_json(meta_path, what="prepared dataset's meta.json", fix=redo)
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         raise UsageError(f"{meta_path}: not format version {FORMAT_VERSION}; {redo}")
     if not is_complete(path):

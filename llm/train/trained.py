@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from pydantic import ValidationError
 
 from llm.data.tokenizer import Tokenizer, tokenizer_hash
-from llm.errors import UsageError
+from llm.errors import UsageError, read_json
 from llm.model.config import GPTConfig
 from llm.model.gpt import GPT
 from llm.train import checkpoint
@@ -41,12 +40,7 @@ class TrainedModel:
 
 def read_run_record(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_RECORD
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{path} is missing: the checkpoint is not inside a run directory") from None
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{path}: unreadable ({err})") from None
+    record = read_json(path, what="run record", fix="give a run directory written by launch/train.py")
     if not isinstance(record, dict) or "model" not in record or not isinstance(record.get("dataset"), dict):
         raise UsageError(f'{path}: no "model" or "dataset" section; was it written by launch/train.py?')
     return record
