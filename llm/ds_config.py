@@ -10,6 +10,7 @@ Two values may be written as `"auto"`, as in Hugging Face's integration: `train_
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,10 +103,6 @@ class DeepSpeedSettings:
     precision: Precision
     zero_stage: int
 
-    @property
-    def monitors_enabled(self) -> bool:
-        return any(self.config.get(k, {}).get("enabled") for k in ("tensorboard", "wandb", "csv_monitor"))
-
 
 def load_ds_config(path: Path, *, world_size: int, cuda_available: bool, max_steps: int) -> DeepSpeedSettings:
     """Read and validate `path`; raise UsageError with one line naming file, key and fix."""
@@ -117,6 +114,7 @@ def load_ds_config(path: Path, *, world_size: int, cuda_available: bool, max_ste
     config["gradient_accumulation_steps"] = accum
     config["train_batch_size"] = total
     _resolve_scheduler(path, config, max_steps=max_steps)
+    _check_monitor_packages(path, config)
     stage = _zero_stage(path, config)
     return DeepSpeedSettings(
         path=path,
@@ -233,6 +231,19 @@ def _resolve_scheduler(path: Path, config: dict[str, Any], *, max_steps: int) ->
         raise UsageError(f'{path}: "scheduler.params" must be a JSON object {{...}}')
     if params.get("total_num_steps") == _AUTO:
         params["total_num_steps"] = max_steps
+
+
+# DeepSpeed imports these only when the monitor is created, deep inside deepspeed.initialize
+_MONITOR_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "comet": "comet_ml"}
+
+
+def _check_monitor_packages(path: Path, config: dict[str, Any]) -> None:
+    for section, package in _MONITOR_PACKAGES.items():
+        if _enabled(config, section) and importlib.util.find_spec(package) is None:
+            raise UsageError(
+                f'{path}: "{section}.enabled" needs the {package} package, which is not installed; '
+                f"pip install {package} (into .venv), or disable the section"
+            )
 
 
 def _zero_stage(path: Path, config: dict[str, Any]) -> int:

@@ -107,6 +107,23 @@ def test_bad_values(tmp_path: Path) -> None:
     assert "JSON object" in _error(_write(tmp_path, "[1, 2]"))
 
 
+@pytest.mark.parametrize(("section", "package"), [("tensorboard", "tensorboard"), ("wandb", "wandb")])
+def test_a_monitor_without_its_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, section: str, package: str
+) -> None:
+    """DeepSpeed would fail deep inside initialize; we say which package to install before launch."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a)
+    )
+    path = _write(tmp_path, {"train_micro_batch_size_per_gpu": 8, section: {"enabled": True}})
+    assert f"pip install {package}" in _error(path)
+    disabled = _write(tmp_path, {"train_micro_batch_size_per_gpu": 8, section: {"enabled": False}})
+    assert _load(disabled).config[section] == {"enabled": False}  # a disabled monitor needs nothing
+
+
 def _deepspeed_model_keys(module: str, name: str) -> set[str]:
     model = getattr(importlib.import_module(module), name)
     return {alias for n, f in model.model_fields.items() for alias in (n, f.alias) if alias}
