@@ -70,8 +70,8 @@ def config_hash(*parts: Any) -> str:
 
 
 def write_run_files(run_dir: Path, *, name: str, record: dict[str, Any], ds_config: dict[str, Any]) -> None:
-    """Write `<name>.json` (settings, versions, hardware) and the DeepSpeed JSON as used."""
+    """Write `<name>.json` (the record, library versions, argv) and the DeepSpeed JSON as used."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    full = {**record, "code": code_version(), "versions": library_versions(), "argv": sys.argv}
+    full = {**record, "versions": library_versions(), "argv": sys.argv}
     (run_dir / f"{name}.json").write_text(json.dumps(full, indent=2, default=str) + "\n")
     (run_dir / f"{name}.ds_config.json").write_text(json.dumps(ds_config, indent=2) + "\n")

@@ -16,7 +16,7 @@ import torch
 
 from llm.config import RunConfig, load_run_config
 from llm.data.corpus import open_source
-from llm.data.prepare import load_dataset, prepare_dataset
+from llm.data.prepare import PreparedDataset, load_dataset, prepare_dataset
 from llm.ds_config import DeepSpeedSettings, load_ds_config
 from llm.errors import UsageError, fail
 from llm.model.config import GPTConfig
@@ -88,7 +88,6 @@ def run(plan: Plan) -> int:
     warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
     cfg = plan.cfg
     info = init_distributed(timeout_s=cfg.dist_timeout)
-    # Data preparation may outlast --dist-timeout: its wait uses a group without that bound.
     # A spare group: data preparation may outlast --dist-timeout, so its wait has no such bound; after
     # a timeout elsewhere it is still healthy enough to find out which rank stopped answering.
     spare = Control(timeout_s=max(cfg.dist_timeout, 24 * 3600), force_group=True)
@@ -124,30 +123,8 @@ def run(plan: Plan) -> int:
 
     events = None
     if info.is_main:
-        events = _event_log(run_dir, cfg, engine, start_step=start.step if start else 0)
-        name = "run" if start is None else f"resume-{start.step:08d}"
-        record = {
-            "run_id": run_dir.name,
-            "settings": cfg.model_dump(mode="json"),
-            "model": model_cfg.model_dump(),
-            "parameters": GPT.parameter_count(model_cfg),
-            "deepspeed_config_path": str(plan.settings.path),
-            "dataset": {"path": str(dataset.path), "meta": _meta_summary(dataset.meta)},
-            "resumed_from": str(plan.resume_from) if plan.resume_from else None,
-            "hardware": hardware(info.world_size),
-            "peak_flops": peak,
-            **hashes,
-        }
-        write_run_files(run_dir, name=name, record=record, ds_config=plan.settings.config)
-        state = "started" if start is None else "resumed"
-        events.emit(RunStateEvent, state=state, step=start.step if start else 0, detail=str(run_dir))
-        ds = plan.settings
-        print(
-            f"run {run_dir}: {GPT.parameter_count(model_cfg) / 1e6:.2f}M parameters, "
-            f"{info.world_size} rank(s), "
-            f"{ds.precision}, ZeRO-{ds.zero_stage}, micro-batch {ds.micro_batch} x accumulation "
-            f"{ds.gradient_accumulation}, {cfg.max_steps} steps",
-            flush=True,
+        events = _start_events(
+            plan, run_dir, engine, model_cfg, dataset, start=start, peak=peak, hashes=hashes
         )
 
     ctx = LoopContext(
@@ -175,8 +152,49 @@ def run(plan: Plan) -> int:
         events.emit(RunStateEvent, state=state, step=result.step, detail=str(run_dir))
         events.close()
     if not result.stopped_by_signal and cfg.sample_tokens:
-        _print_sample(engine, dataset, model_cfg, cfg.sample_tokens, seed=cfg.seed, is_main=info.is_main)
+        _print_sample(engine, dataset, cfg.sample_tokens, seed=cfg.seed, is_main=info.is_main)
     return 0
+
+
+def _start_events(
+    plan: Plan,
+    run_dir: Path,
+    engine: object,
+    model_cfg: GPTConfig,
+    dataset: PreparedDataset,
+    *,
+    start: checkpoint.Restored | None,
+    peak: float,
+    hashes: dict[str, object],
+) -> EventLog:
+    """Rank 0: write what reproduces the run, open its event log, say what is about to happen."""
+    cfg, ds = plan.cfg, plan.settings
+    step = start.step if start else 0
+    events = _event_log(run_dir, cfg, engine, start_step=step)
+    record = {
+        "run_id": run_dir.name,
+        "settings": cfg.model_dump(mode="json"),
+        "model": model_cfg.model_dump(),
+        "parameters": GPT.parameter_count(model_cfg),
+        "deepspeed_config_path": str(ds.path),
+        "dataset": {"path": str(dataset.path), "meta": _meta_summary(dataset.meta)},
+        "resumed_from": str(plan.resume_from) if plan.resume_from else None,
+        "hardware": hardware(dist_env().world_size),
+        "peak_flops": peak,
+        **hashes,
+    }
+    name = "run" if start is None else f"resume-{step:08d}"
+    write_run_files(run_dir, name=name, record=record, ds_config=ds.config)
+    events.emit(
+        RunStateEvent, state="started" if start is None else "resumed", step=step, detail=str(run_dir)
+    )
+    print(
+        f"run {run_dir}: {GPT.parameter_count(model_cfg) / 1e6:.2f}M parameters, "
+        f"{dist_env().world_size} rank(s), {ds.precision}, ZeRO-{ds.zero_stage}, "
+        f"micro-batch {ds.micro_batch} x accumulation {ds.gradient_accumulation}, {cfg.max_steps} steps",
+        flush=True,
+    )
+    return events
 
 
 def _report_lost_ranks(spare: Control, err: RuntimeError, *, timeout_s: float, is_main: bool) -> None:
@@ -224,9 +242,7 @@ def _meta_summary(meta: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in meta.items() if k != "files"}
 
 
-def _print_sample(
-    engine: object, dataset, model_cfg: GPTConfig, tokens: int, *, seed: int, is_main: bool
-) -> None:
+def _print_sample(engine: object, dataset: PreparedDataset, tokens: int, *, seed: int, is_main: bool) -> None:
     """Every rank samples in lockstep (ZeRO-3 gathers weights collectively); rank 0 prints."""
     module = engine.module  # type: ignore[attr-defined]
     tokenizer = dataset.tokenizer
