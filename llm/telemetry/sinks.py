@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +26,10 @@ class JsonlSink:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        cut_short = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
         self._file = path.open("a", encoding="utf-8")
+        if cut_short:  # a crash mid-line: end that line, so the next record stands on its own
+            self._file.write("\n")
 
     def write(self, event: Event) -> None:
         self._file.write(event.model_dump_json() + "\n")
@@ -115,8 +117,3 @@ class EventLog:
     def close(self) -> None:
         for sink in self._sinks:
             sink.close()
-
-
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """All records of a metrics file as dicts (for tests and tools)."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
