@@ -58,11 +58,18 @@ def complete(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llm.generate", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, type=Path, metavar="RUN_DIR_OR_CHECKPOINT")
+    parser.add_argument(
+        "--checkpoint", required=True, type=Path, metavar="RUN_DIR_OR_CHECKPOINT",
+        help="a run directory (its latest complete checkpoint) or one checkpoint folder",
+    )  # fmt: skip
     parser.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to sample (>= 0)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; higher = more random")
-    parser.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens (0: all)")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to sample (default: 200)")
+    parser.add_argument(
+        "--temperature", type=float, default=0.8, help="0 = greedy; higher = more random (default: 0.8)"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=50, help="sample among the k likeliest tokens, 0: all (default: 50)"
+    )
     parser.add_argument("--seed", type=int, default=None, help="repeatable samples (default: random)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if present")
     return parser
