@@ -8,7 +8,7 @@ STAMP := $(VENV)/.setup-done
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 DEMO_PORT ?= 29517
 
-.PHONY: setup demo test test-fast lint typecheck bench clean
+.PHONY: setup demo test test-fast lint typecheck bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,11 @@ test-fast: setup
 
 bench: setup
 	$(PY) benchmarks/trainer_vs_plain.py
+
+# On a machine with a GPU: fp16 (3090.json) and bf16 through DeepSpeed for real; tokens/s, MFU, peak memory
+gpu-check: setup
+	$(PY) benchmarks/run_configs.py --config ds_configs/3090.json --config ds_configs/bf16.json \
+		--max-steps 100 --name gpu_check
 
 clean:
 	rm -rf runs data/cache .pytest_cache .mypy_cache .ruff_cache
