@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 from pathlib import Path
 
@@ -83,3 +85,23 @@ def test_sigint_to_a_single_process_saves_and_exits_zero(tmp_path: Path) -> None
     stop = [r for r in metrics(run_dir, "run_state") if r["state"] == "stopped"][0]
     assert (run_dir / "checkpoints" / "latest").read_text() == f"step_{stop['step']:08d}"
     assert (run_dir / "checkpoints" / f"step_{stop['step']:08d}" / "manifest.json").is_file()
+
+
+def test_ctrl_c_to_the_launchers_process_group_saves_a_complete_checkpoint(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole group: launcher and ranks. The ranks save before DeepSpeed's
+    launcher (which forwards the signal, waits up to 30 s, then exits 1 itself) gives up on them."""
+    run_dir = tmp_path / "run"
+    args = ["--max-steps", "100000", "--log-every", "1", "--save-every", "100000", *tiny_args(run_dir)]
+    launcher = start_train(args, nproc=2, log=tmp_path / "log")
+    try:
+        wait_for(lambda: max(train_losses(run_dir), default=0) >= 3, timeout=300, what="step 3", proc=launcher)
+        os.killpg(launcher.pid, signal.SIGINT)
+        launcher.wait(timeout=120)
+    finally:
+        kill_tree(launcher)
+    stop = [r for r in metrics(run_dir, "run_state") if r["state"] == "stopped"]
+    assert len(stop) == 1, (tmp_path / "log").read_text()[-3000:]
+    tag = f"step_{stop[0]['step']:08d}"
+    assert (run_dir / "checkpoints" / "latest").read_text() == tag
+    manifest = json.loads((run_dir / "checkpoints" / tag / "manifest.json").read_text())
+    assert manifest["rng_files"] == ["rng_state_rank0.pt", "rng_state_rank1.pt"]
