@@ -33,12 +33,10 @@ class StopSignal:
         self.received = signum
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopResult:
     step: int
     stopped_by_signal: bool
-    last_val_loss: float | None = None
-    checkpoints: list[Path] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -69,14 +67,15 @@ def evaluate(ctx: LoopContext, *, num_batches: int) -> tuple[float, float]:
         rank=ctx.dist_info.rank,
         world_size=ctx.dist_info.world_size,
     )
+    dev = device()
     engine.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device())
+    total = torch.zeros((), dtype=torch.float64, device=dev)
     with torch.no_grad():
         for x, y in batches:
-            _, loss = engine(x.to(device()), y.to(device()))
+            _, loss = engine(x.to(dev), y.to(dev))
             total += loss.double()
     engine.train()
-    # Ranks may hold different counts when batches do not divide evenly: weight by count.
+    # the mean over every rank's batches: sums and counts from all ranks
     sums = ctx.control.gather((float(total.item()), len(batches)))
     val_loss = sum(s for s, _ in sums) / max(1, sum(n for _, n in sums))
     val_bpb = val_loss / math.log(2) / bytes_per_token(ctx.dataset.meta, "val")
@@ -101,14 +100,13 @@ def train(
         step, tokens_seen = start.step, int(start.state["tokens_seen"])
         sampler.load_state_dict(start.state["sampler"])
     tokens_per_step = settings.train_batch * ctx.block_size
-    result = LoopResult(step=step, stopped_by_signal=False)
     stop = StopSignal()
     dev = device()
 
-    if start is None and loop.eval_every and step % loop.eval_every == 0:
-        result.last_val_loss = _log_eval(ctx, step, loop.eval_batches)
+    if start is None:
+        _log_eval(ctx, step, loop.eval_batches)  # the starting point of the curve
 
-    window_start, window_steps = time.perf_counter(), 0
+    window = _Window()
     while step < loop.max_steps:
         loss_sum = torch.zeros((), device=dev)
         for _ in range(settings.gradient_accumulation):
@@ -118,34 +116,16 @@ def train(
             engine.step()
             loss_sum += loss.detach()
         step += 1
-        window_steps += 1
+        window.steps += 1
         tokens_seen += tokens_per_step
         stopping = ctx.control.any(stop.received is not None)
         last = step == loop.max_steps
 
         if step % loop.log_every == 0 or last or stopping:
-            # the only device-to-host synchronisation of a step, and only on logging steps
-            elapsed = time.perf_counter() - window_start
-            mean_loss = ctx.control.mean(float(loss_sum.item()) / settings.gradient_accumulation)
-            stats = step_stats(engine)
-            if events is not None:
-                rate = window_steps * tokens_per_step / elapsed
-                flops = rate * ctx.flops_per_token
-                events.emit(
-                    TrainEvent,
-                    step=step,
-                    tokens_seen=tokens_seen,
-                    loss=mean_loss,
-                    step_time=elapsed / window_steps,
-                    tokens_per_s=rate,
-                    tflops=flops / 1e12,
-                    mfu=flops / ctx.peak_flops if ctx.peak_flops else 0.0,
-                    memory_gb=torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None,
-                    **stats,
-                )
+            _log_train(ctx, step=step, tokens_seen=tokens_seen, loss_sum=loss_sum, window=window)
         paused = False
         if step % loop.eval_every == 0 or last:
-            result.last_val_loss = _log_eval(ctx, step, loop.eval_batches)
+            _log_eval(ctx, step, loop.eval_batches)
             paused = True
         if step % ckpt.save_every == 0 or last or stopping:
             state = {"tokens_seen": tokens_seen, "sampler": sampler.state_dict(), **ctx.manifest_fields}
@@ -158,21 +138,54 @@ def train(
                 control=ctx.control,
                 keep_last=ckpt.keep_last,
             )
-            result.checkpoints.append(folder)
             if events is not None:
                 events.emit(RunStateEvent, state="checkpoint_saved", step=step, detail=str(folder))
             paused = True
         if paused or step % loop.log_every == 0:
-            window_start, window_steps = time.perf_counter(), 0
+            window = _Window()  # time spent evaluating or saving is not training time
         if stopping:
-            result.stopped_by_signal = True
-            break
-    result.step = step
-    return result
+            return LoopResult(step=step, stopped_by_signal=True)
+    return LoopResult(step=step, stopped_by_signal=False)
 
 
-def _log_eval(ctx: LoopContext, step: int, num_batches: int) -> float:
+@dataclass
+class _Window:
+    """Optimizer steps since the last train record, and when the window opened."""
+
+    start: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+
+
+def _log_train(
+    ctx: LoopContext, *, step: int, tokens_seen: int, loss_sum: torch.Tensor, window: _Window
+) -> None:
+    """Every rank joins (the loss is averaged over ranks); rank 0 writes the record.
+
+    This is the only device-to-host synchronisation of a step, and only on logging steps.
+    """
+    elapsed = time.perf_counter() - window.start
+    accumulation = ctx.settings.gradient_accumulation
+    mean_loss = ctx.control.mean(float(loss_sum.item()) / accumulation)
+    stats = step_stats(ctx.engine)
+    if ctx.events is None:
+        return
+    rate = window.steps * ctx.settings.train_batch * ctx.block_size / elapsed
+    flops = rate * ctx.flops_per_token
+    ctx.events.emit(
+        TrainEvent,
+        step=step,
+        tokens_seen=tokens_seen,
+        loss=mean_loss,
+        step_time=elapsed / window.steps,
+        tokens_per_s=rate,
+        tflops=flops / 1e12,
+        mfu=flops / ctx.peak_flops if ctx.peak_flops else 0.0,
+        memory_gb=torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None,
+        **stats,
+    )
+
+
+def _log_eval(ctx: LoopContext, step: int, num_batches: int) -> None:
     val_loss, val_bpb = evaluate(ctx, num_batches=num_batches)
     if ctx.events is not None:
         ctx.events.emit(EvalEvent, step=step, val_loss=val_loss, val_bpb=val_bpb)
-    return val_loss
