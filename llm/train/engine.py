@@ -137,7 +137,7 @@ class Control:
             dist.barrier(group=self._group)
 
     def unresponsive_ranks(self, *, timeout_s: float = 10.0) -> list[int]:
-        """After a collective timed out: the ranks that do not answer a monitored barrier.
+        """After a collective timed out: the ranks that do not answer a monitored barrier ([] if unknown).
 
         Every rank that noticed the timeout calls this; gloo's monitored barrier names the ranks that
         never arrive (dead or frozen). Run it on a group the failed collective did not use.
@@ -150,7 +150,7 @@ class Control:
             )
         except RuntimeError as err:
             found = re.search(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", str(err))
-            return [int(r) for r in found.group(1).split(",")] if found else [-1]
+            return [int(r) for r in found.group(1).split(",")] if found else []
         return []
 
 

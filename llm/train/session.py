@@ -170,6 +170,7 @@ def _start_events(
     """Rank 0: write what reproduces the run, open its event log, say what is about to happen."""
     cfg, ds = plan.cfg, plan.settings
     step = start.step if start else 0
+    world_size = dist_env().world_size
     events = _event_log(run_dir, cfg, engine, start_step=step)
     record = {
         "run_id": run_dir.name,
@@ -179,7 +180,7 @@ def _start_events(
         "deepspeed_config_path": str(ds.path),
         "dataset": {"path": str(dataset.path), "meta": _meta_summary(dataset.meta)},
         "resumed_from": str(plan.resume_from) if plan.resume_from else None,
-        "hardware": hardware(dist_env().world_size),
+        "hardware": hardware(world_size),
         "peak_flops": peak,
         **hashes,
     }
@@ -190,7 +191,7 @@ def _start_events(
     )
     print(
         f"run {run_dir}: {GPT.parameter_count(model_cfg) / 1e6:.2f}M parameters, "
-        f"{dist_env().world_size} rank(s), {ds.precision}, ZeRO-{ds.zero_stage}, "
+        f"{world_size} rank(s), {ds.precision}, ZeRO-{ds.zero_stage}, "
         f"micro-batch {ds.micro_batch} x accumulation {ds.gradient_accumulation}, {cfg.max_steps} steps",
         flush=True,
     )
@@ -201,7 +202,7 @@ def _report_lost_ranks(spare: Control, err: RuntimeError, *, timeout_s: float, i
     lost = spare.unresponsive_ranks(timeout_s=5.0)
     if not is_main:
         return
-    who = f"rank {', '.join(map(str, lost))}" if lost and lost != [-1] else "another rank"
+    who = f"rank {', '.join(map(str, lost))}" if lost else "another rank"
     print(
         f"error: {who} stopped answering: a collective failed after up to {timeout_s:g} s "
         f"(--dist-timeout): {str(err).splitlines()[0][:200]}. The job ends; continue it with --resume auto",
