@@ -28,7 +28,7 @@ from llm.data.corpus import Document, TextSource, decode_text, open_source
 from llm.data.tokenizer import EOT, Tokenizer, tokenizer_hash, train_tokenizer
 from llm.errors import UsageError, read_json
 
-FORMAT_VERSION = 1
+DATASET_FORMAT_VERSION = 1
 TOKEN_DTYPE = np.uint16  # vocabularies up to 65,536 tokens; DataConfig caps vocab_size below that
 ENCODE_BATCH_BYTES = 4 << 20  # texts handed to the Rust encoder at once: parallel, yet bounded memory
 TOKEN_BYTES = np.dtype(TOKEN_DTYPE).itemsize
@@ -53,7 +53,7 @@ def _file_hashes(source: TextSource, docs: list[Document]) -> list[str]:
 
 def _fingerprint(cfg: DataConfig, source: TextSource, docs: list[Document], hashes: list[str]) -> str:
     key = {
-        "format_version": FORMAT_VERSION,
+        "format_version": DATASET_FORMAT_VERSION,
         "source": source.describe(),
         "files": [[doc.name, sha] for doc, sha in zip(docs, hashes, strict=True)],
         "vocab_size": cfg.vocab_size,
@@ -102,11 +102,11 @@ def split_by_file(
     return splits
 
 
-def is_complete(path: Path) -> bool:
+def is_prepared(path: Path) -> bool:
     """True when `path` holds a finished dataset of the current format (meta.json is written last)."""
     try:
         meta = json.loads((path / "meta.json").read_text())
-        return meta["format_version"] == FORMAT_VERSION and all(
+        return meta["format_version"] == DATASET_FORMAT_VERSION and all(
             (path / f"{s}.bin").stat().st_size == meta["splits"][s]["tokens"] * TOKEN_BYTES for s in SPLITS
         )
     except (OSError, ValueError, KeyError, TypeError):
@@ -123,7 +123,7 @@ def prepare_dataset(cfg: DataConfig, *, progress: bool = True) -> Path:
     docs = source.documents()
     hashes = _file_hashes(source, docs)
     final = Path(cfg.cache_dir) / _fingerprint(cfg, source, docs, hashes)
-    if is_complete(final):
+    if is_prepared(final):
         return final
     splits = split_by_file(docs, cfg.val_fraction, spec=cfg.source)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -138,12 +138,12 @@ def prepare_dataset(cfg: DataConfig, *, progress: bool = True) -> Path:
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
-    if final.exists() and not is_complete(final):
+    if final.exists() and not is_prepared(final):
         shutil.rmtree(final)  # a leftover of an older format or a damaged copy
     try:
         os.rename(tmp, final)
     except OSError:
-        if not is_complete(final):  # lost a race only if the winner's copy is whole
+        if not is_prepared(final):  # lost a race only if the winner's copy is whole
             raise
 
 
@@ -170,7 +170,7 @@ def _build(
         for name in SPLITS:
             stats[name] = _encode_split(out / f"{name}.bin", source, splits[name], tokenizer, bar)
     meta = {
-        "format_version": FORMAT_VERSION,
+        "format_version": DATASET_FORMAT_VERSION,
         "source": source.describe(),
         "created_unix": int(time.time()),
         "prepare_seconds": round(time.perf_counter() - started, 2),
@@ -240,9 +240,9 @@ def load_dataset(path: Path) -> PreparedDataset:
     meta_path = path / "meta.json"
     redo = f"delete {path} and prepare it again"
     meta = read_json(meta_path, what="prepared dataset's meta.json", fix=redo)
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise UsageError(f"{meta_path}: not format version {FORMAT_VERSION}; {redo}")
-    if not is_complete(path):
+    if not isinstance(meta, dict) or meta.get("format_version") != DATASET_FORMAT_VERSION:
+        raise UsageError(f"{meta_path}: not format version {DATASET_FORMAT_VERSION}; {redo}")
+    if not is_prepared(path):
         raise UsageError(f"{path}: token files missing or of the wrong size; {redo}")
     tokenizer_path = path / "tokenizer.json"
     if tokenizer_hash(tokenizer_path) != meta.get("tokenizer_sha256"):
