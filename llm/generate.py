@@ -38,7 +38,7 @@ def complete(
     """Continue `prompt` by max_new_tokens tokens; a seed makes the sample repeatable on one device."""
     import torch
 
-    from llm.model.generate import generate
+    from llm.model.sampling import generate
 
     tokenizer = trained.tokenizer
     # An empty prompt starts a document, as the training data does after each separator.

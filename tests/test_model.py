@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from llm.model.config import PRESETS, GPTConfig, PositionalEncoding, from_preset
-from llm.model.generate import generate
+from llm.model.sampling import generate
 from llm.model.gpt import GPT
 
 ENCODINGS: list[PositionalEncoding] = ["learned", "rope", "sinusoidal"]

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from llm.errors import UsageError
-from llm.train.engine import Control, DistInfo
+from llm.train.collectives import Collectives
+from llm.train.engine import DistInfo
 
 MANIFEST = "manifest.json"
 LATEST = "latest"
@@ -102,7 +103,7 @@ def save_checkpoint(
     step: int,
     state: dict[str, Any],
     dist_info: DistInfo,
-    control: Control,
+    collectives: Collectives,
     keep_last: int,
 ) -> Path:
     """Every rank calls this at the same step. Returns the checkpoint folder."""
@@ -112,15 +113,15 @@ def save_checkpoint(
         return folder  # the same step saved twice (e.g. a save_every step that is also the last)
     if folder.exists() and dist_info.is_node_main:
         shutil.rmtree(folder)  # left by a save that crashed: start it afresh, no stale shards
-    control.barrier()
+    collectives.barrier()
     engine.save_checkpoint(str(root), tag=tag, client_state={"llm": state}, save_latest=False)
     torch.save(rng_state(), folder / f"rng_state_rank{dist_info.rank}.pt")
     _failpoint("checkpoint.before_manifest", step=step)
-    control.barrier()
+    collectives.barrier()
     # Each node hashes what it holds, so no shared filesystem is assumed; rank 0 merges.
     files = _hash_tree(folder) if dist_info.is_node_main else {}
     merged: dict[str, dict[str, Any]] = {}
-    for node_files in control.gather(files):
+    for node_files in collectives.gather(files):
         merged.update(node_files)
     manifest = {
         "format": FORMAT_VERSION,
@@ -137,7 +138,7 @@ def save_checkpoint(
         write_atomic(root / LATEST, tag)
         if dist_info.is_main:
             apply_retention(root, keep_last=keep_last)
-    control.barrier()
+    collectives.barrier()
     return folder
 
 

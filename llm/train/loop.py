@@ -18,7 +18,8 @@ from llm.ds_config import DeepSpeedSettings
 from llm.telemetry.schema import EvalEvent, RunStateEvent, TrainEvent
 from llm.telemetry.sinks import EventLog
 from llm.train.checkpoint import Restored, save_checkpoint
-from llm.train.engine import Control, DistInfo, device, step_stats
+from llm.train.collectives import Collectives
+from llm.train.engine import DistInfo, device, step_stats
 
 
 class StopSignal:
@@ -44,7 +45,7 @@ class LoopContext:
     """What the loop works with, wired together by launch/train.py."""
 
     engine: Any
-    control: Control
+    collectives: Collectives
     dist_info: DistInfo
     settings: DeepSpeedSettings
     dataset: PreparedDataset
@@ -76,7 +77,7 @@ def evaluate(ctx: LoopContext, *, num_batches: int) -> tuple[float, float]:
             total += loss.double()
     engine.train()
     # the mean over every rank's batches: sums and counts from all ranks
-    sums = ctx.control.gather((float(total.item()), len(batches)))
+    sums = ctx.collectives.gather((float(total.item()), len(batches)))
     val_loss = sum(s for s, _ in sums) / max(1, sum(n for _, n in sums))
     val_bpb = val_loss / math.log(2) / bytes_per_token(ctx.dataset.meta, "val")
     return val_loss, val_bpb
@@ -118,7 +119,7 @@ def train(
         step += 1
         window.steps += 1
         tokens_seen += tokens_per_step
-        stopping = ctx.control.any(stop.received is not None)
+        stopping = ctx.collectives.any(stop.received is not None)
         last = step == loop.max_steps
 
         if step % loop.log_every == 0 or last or stopping:
@@ -135,7 +136,7 @@ def train(
                 step=step,
                 state=state,
                 dist_info=dist_info,
-                control=ctx.control,
+                collectives=ctx.collectives,
                 keep_last=ckpt.keep_last,
             )
             if events is not None:
@@ -165,7 +166,7 @@ def _log_train(
     """
     elapsed = time.perf_counter() - window.start
     accumulation = ctx.settings.gradient_accumulation
-    mean_loss = ctx.control.mean(float(loss_sum.item()) / accumulation)
+    mean_loss = ctx.collectives.mean(float(loss_sum.item()) / accumulation)
     stats = step_stats(ctx.engine)
     if ctx.events is None:
         return

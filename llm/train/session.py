@@ -20,13 +20,14 @@ from llm.data.prepare import PreparedDataset, load_dataset, prepare_dataset
 from llm.ds_config import DeepSpeedSettings, load_ds_config
 from llm.errors import UsageError, fail
 from llm.model.config import GPTConfig
-from llm.model.generate import generate
 from llm.model.gpt import GPT
+from llm.model.sampling import generate
 from llm.telemetry.mfu import peak_flops
 from llm.telemetry.schema import RunStateEvent
 from llm.telemetry.sinks import EventLog, JsonlSink, MonitorSink, ProgressBar, Sink, last_seq
 from llm.train import checkpoint
-from llm.train.engine import Control, build_engine, device, dist_env, init_distributed, monitor_writer
+from llm.train.collectives import Collectives
+from llm.train.engine import build_engine, device, dist_env, init_distributed, monitor_writer
 from llm.train.loop import LoopContext, train
 from llm.train.rundir import code_version, config_hash, hardware, new_run_id, write_run_files
 
@@ -63,14 +64,14 @@ class Plan:
         return Plan(cfg=cfg, settings=settings, model=model, run_dir=run_dir, resume_from=resume_from)
 
 
-def _agree_or_exit(control: Control, problem: str | None, *, is_main: bool) -> None:
+def _agree_or_exit(collectives: Collectives, problem: str | None, *, is_main: bool) -> None:
     """Exit 2 on every rank if any rank found a problem (rank 0 prints the first one)."""
-    problems = [p for p in control.gather(problem) if p]
+    problems = [p for p in collectives.gather(problem) if p]
     if problems:
         fail(problems[0], quiet=not is_main)
 
 
-def _prepare_data(plan: Plan, control: Control, *, is_main: bool) -> Path:
+def _prepare_data(plan: Plan, collectives: Collectives, *, is_main: bool) -> Path:
     """Rank 0 prepares missing data once; the others wait (however long tokenising takes)."""
     problem, path = None, None
     if is_main:
@@ -78,8 +79,8 @@ def _prepare_data(plan: Plan, control: Control, *, is_main: bool) -> Path:
             path = prepare_dataset(plan.cfg.data_section(), progress=plan.cfg.progress)
         except UsageError as err:
             problem = str(err)
-    _agree_or_exit(control, problem, is_main=is_main)
-    return Path(control.broadcast(str(path)))
+    _agree_or_exit(collectives, problem, is_main=is_main)
+    return Path(collectives.broadcast(str(path)))
 
 
 def run(plan: Plan) -> int:
@@ -90,9 +91,9 @@ def run(plan: Plan) -> int:
     info = init_distributed(timeout_s=cfg.dist_timeout)
     # A spare group: data preparation may outlast --dist-timeout, so its wait has no such bound; after
     # a timeout elsewhere it is still healthy enough to find out which rank stopped answering.
-    spare = Control(timeout_s=max(cfg.dist_timeout, 24 * 3600), force_group=True)
-    control = Control(timeout_s=cfg.dist_timeout)
-    run_dir = plan.run_dir or RUNS_ROOT / control.broadcast(new_run_id())
+    spare = Collectives(timeout_s=max(cfg.dist_timeout, 24 * 3600), force_group=True)
+    collectives = Collectives(timeout_s=cfg.dist_timeout)
+    run_dir = plan.run_dir or RUNS_ROOT / collectives.broadcast(new_run_id())
     dataset = load_dataset(_prepare_data(plan, spare, is_main=info.is_main))
     model_cfg = plan.model.model_copy(update={"vocab_size": dataset.tokenizer.vocab_size})
     if model_cfg.block_size >= len(dataset.val):
@@ -103,7 +104,7 @@ def run(plan: Plan) -> int:
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_cfg)
-    peak = control.mean(peak_flops(plan.settings.precision)[0]) * info.world_size
+    peak = collectives.mean(peak_flops(plan.settings.precision)[0]) * info.world_size
     engine = build_engine(model, plan.settings)
 
     hashes = {
@@ -118,7 +119,7 @@ def run(plan: Plan) -> int:
     start = None
     if plan.resume_from is not None:
         problem = _resume_problem(plan.resume_from, hashes, verify=info.is_node_main)
-        _agree_or_exit(control, problem, is_main=info.is_main)
+        _agree_or_exit(collectives, problem, is_main=info.is_main)
         start = checkpoint.load_checkpoint(engine, plan.resume_from, dist_info=info)
 
     events = None
@@ -129,7 +130,7 @@ def run(plan: Plan) -> int:
 
     ctx = LoopContext(
         engine=engine,
-        control=control,
+        collectives=collectives,
         dist_info=info,
         settings=plan.settings,
         dataset=dataset,
@@ -198,7 +199,7 @@ def _start_events(
     return events
 
 
-def _report_lost_ranks(spare: Control, err: RuntimeError, *, timeout_s: float, is_main: bool) -> None:
+def _report_lost_ranks(spare: Collectives, err: RuntimeError, *, timeout_s: float, is_main: bool) -> None:
     lost = spare.unresponsive_ranks(timeout_s=5.0)
     if not is_main:
         return
