@@ -156,17 +156,26 @@ class _Window:
     start: float = field(default_factory=time.perf_counter)
     steps: int = 0
 
+    def seconds(self) -> float:
+        """Time since the window opened; read it only once the device has finished the steps."""
+        return time.perf_counter() - self.start
+
 
 def _log_train(
     ctx: LoopContext, *, step: int, tokens_seen: int, loss_sum: torch.Tensor, window: _Window
 ) -> None:
     """Every rank joins (the loss is averaged over ranks); rank 0 writes the record.
 
-    This is the only device-to-host synchronisation of a step, and only on logging steps.
+    This is the only device-to-host synchronisation of a step, and only on logging steps. The
+    window closes after it: until then a GPU may still be working through the queued steps, and
+    time read earlier would overstate tokens/s and MFU.
     """
-    elapsed = time.perf_counter() - window.start
+    loss = float(loss_sum.item())  # waits for the stream that computed the loss
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # and for every other stream (DeepSpeed's communication)
+    elapsed = window.seconds()
     accumulation = ctx.settings.gradient_accumulation
-    mean_loss = ctx.collectives.mean(float(loss_sum.item()) / accumulation)
+    mean_loss = ctx.collectives.mean(loss / accumulation)
     stats = step_stats(ctx.engine)
     if ctx.events is None:
         return
