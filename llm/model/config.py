@@ -33,14 +33,16 @@ class GPTConfig(BaseModel):
         return self
 
 
-# Shapes only: the vocabulary comes from the tokenizer. The memory arithmetic behind `3090` is in
-# docs/architecture.md.
+# Shapes only: the vocabulary comes from the tokenizer. The memory arithmetic behind the 24 GB
+# presets is in docs/architecture.md and llm/model/memory.py.
 PRESETS: dict[str, dict[str, object]] = {
     "tiny": dict(n_layer=2, n_head=4, n_embd=128, block_size=128),
     "gpt2-small": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024),
-    # the largest that the arithmetic fits on one 24 GB card at micro-batch 1-2 (1.03B params at V=8192)
-    "3090": dict(n_layer=20, n_head=16, n_embd=2048, block_size=1024, activation_checkpointing=True),
+    # one 24 GB card with >= 20% of it to spare by the arithmetic (774M params at V=8192): the default
+    "3090": dict(n_layer=15, n_head=16, n_embd=2048, block_size=1024, activation_checkpointing=True),
+    # the largest the arithmetic fits on a 24 GB card, with ~0.5 GiB to spare (1.03B at V=8192): opt-in
+    "1b-24gb-tight": dict(n_layer=20, n_head=16, n_embd=2048, block_size=1024, activation_checkpointing=True),
 }
 
 
