@@ -1,7 +1,10 @@
 """The DeepSpeed JSON: load it, check it, explain what is wrong, before any rank starts work.
 
 DeepSpeed silently ignores keys it does not know, so a typo (`"gradient_acumulation_steps"`) would
-train with the default instead. We refuse unknown keys, suggesting the nearest valid one.
+train with the default instead. We refuse unknown keys, suggesting the nearest valid one. Keys inside
+`optimizer.params` and `scheduler.params` are handed to a constructor as keyword arguments, where a typo
+ends in a TypeError deep inside `deepspeed.initialize`: we check them against the class DeepSpeed would
+build, from static tables (no DeepSpeed import) or, for a torch.optim fallback, torch's own signature.
 
 Two values may be written as `"auto"`, as in Hugging Face's integration: `train_batch_size`
 (micro-batch x accumulation x world size) and `scheduler.params.total_num_steps` (`--max-steps`).
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +92,66 @@ SECTION_KEYS: dict[str, frozenset[str]] = {
     ),
 }
 
+# What `optimizer.params` may hold, per class DeepSpeed 0.19's `_configure_basic_optimizer` builds: its
+# keyword arguments minus the parameters and those the engine passes itself. tests/test_ds_config.py checks
+# each against the class's signature, so the table cannot drift.
+OPTIMIZER_CLASS_PARAMS: dict[str, frozenset[str]] = {
+    "deepspeed.ops.adam.FusedAdam": frozenset(
+        "lr bias_correction betas eps weight_decay amsgrad set_grad_none".split()
+    ),
+    "deepspeed.ops.adam.DeepSpeedCPUAdam": frozenset(
+        "lr bias_correction betas eps weight_decay amsgrad".split()
+    ),
+    "deepspeed.ops.lamb.FusedLamb": frozenset(
+        "lr bias_correction betas eps eps_inside_sqrt weight_decay max_coeff min_coeff amsgrad".split()
+    ),
+    "deepspeed.ops.lion.FusedLion": frozenset("lr betas weight_decay set_grad_none".split()),
+    "deepspeed.ops.lion.DeepSpeedCPULion": frozenset("lr betas weight_decay fp32_optimizer_states".split()),
+    "deepspeed.ops.adagrad.DeepSpeedCPUAdagrad": frozenset(
+        "lr eps weight_decay amsgrad fp32_optimizer_states".split()
+    ),
+    "torch.optim.Adam": frozenset(
+        "lr betas eps weight_decay amsgrad foreach maximize capturable differentiable fused "
+        "decoupled_weight_decay".split()
+    ),
+    "torch.optim.AdamW": frozenset(
+        "lr betas eps weight_decay amsgrad maximize foreach capturable differentiable fused".split()
+    ),
+    "torch.optim.Adagrad": frozenset(
+        "lr lr_decay weight_decay initial_accumulator_value eps foreach maximize differentiable fused".split()
+    ),
+    # MuonWithAuxAdam takes prepared groups: the engine reads these keys into them and ignores others
+    "deepspeed.runtime.zero.muon.muon_optimizer.MuonWithAuxAdam": frozenset(
+        "lr momentum weight_decay ns_method betas eps muon_lr adam_lr".split()
+    ),
+}
+# Keys the engine pops from `optimizer.params` for Adam, AdamW and Muon (`foreach` too, with torch_adam)
+ADAM_ENGINE_PARAMS = frozenset({"torch_adam", "adam_w_mode", "fp32_optimizer_states"})
+# `optimizer.type` names the engine builds itself (any case); any other type is torch.optim.<type>
+DEEPSPEED_OPTIMIZERS = ("Adagrad", "Adam", "AdamW", "Lamb", "Lion", "Muon", "MuAdam", "MuAdamW", "MuSGD")
+_MUP_OPTIMIZERS = frozenset({"muadam", "muadamw", "musgd"})  # mup's functions forward **kwargs; not checked
+
+# `scheduler.type` names in deepspeed.runtime.lr_schedules (case-sensitive), with their constructors' keyword
+# arguments minus `optimizer`; any other type is torch.optim.lr_scheduler.<type>. Checked by the tests too.
+_WARMUP = "warmup_min_lr warmup_max_lr warmup_num_steps warmup_type last_batch_iteration"
+SCHEDULER_PARAMS: dict[str, frozenset[str]] = {
+    "LRRangeTest": frozenset(
+        "lr_range_test_min_lr lr_range_test_step_size lr_range_test_step_rate lr_range_test_staircase "
+        "last_batch_iteration".split()
+    ),
+    "OneCycle": frozenset(
+        "cycle_min_lr cycle_max_lr decay_lr_rate cycle_first_step_size cycle_second_step_size "
+        "cycle_first_stair_count cycle_second_stair_count decay_step_size cycle_momentum cycle_min_mom "
+        "cycle_max_mom decay_mom_rate last_batch_iteration".split()
+    ),
+    "WarmupLR": frozenset(_WARMUP.split()),
+    "WarmupDecayLR": frozenset(["total_num_steps", *_WARMUP.split()]),
+    "WarmupCosineLR": frozenset(
+        "total_num_steps warmup_min_ratio warmup_num_steps cos_min_ratio warmup_type "
+        "last_batch_iteration".split()
+    ),
+}
+
 _AUTO = "auto"
 
 
@@ -108,6 +172,8 @@ def load_ds_config(path: Path, *, world_size: int, cuda_available: bool, max_ste
     """Read and validate `path`; raise UsageError with one line naming file, key and fix."""
     config = _read_json(path)
     _check_keys(path, config)
+    _check_optimizer(path, config)
+    _check_scheduler(path, config)
     precision = _precision(path, config, cuda_available=cuda_available)
     micro, accum, total = _batch_sizes(path, config, world_size=world_size)
     config["train_micro_batch_size_per_gpu"] = micro
@@ -153,13 +219,147 @@ def _check_keys(path: Path, config: dict[str, Any]) -> None:
         _reject_unknown(path, section + ".", node, valid)
 
 
-def _reject_unknown(path: Path, prefix: str, node: dict[str, Any], valid: frozenset[str]) -> None:
+def _reject_unknown(
+    path: Path, prefix: str, node: dict[str, Any], valid: frozenset[str], *, owner: str | None = None
+) -> None:
+    """Refuse a key not in `valid`; `owner` names the class a params section is handed to."""
     for key in node:
         if key in valid:
             continue
         near = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
-        hint = f'did you mean "{prefix}{near[0]}"?' if near else "remove it (DeepSpeed would ignore it)"
+        if near:
+            hint = f'did you mean "{prefix}{near[0]}"?'
+        elif owner:
+            hint = f"{owner} takes: {', '.join(sorted(valid)) or 'none'}"
+        else:
+            hint = "remove it (DeepSpeed would ignore it)"
         raise UsageError(f'{path}: unknown key "{prefix}{key}"; {hint}')
+
+
+def _type_and_params(path: Path, config: dict[str, Any], section: str) -> tuple[str, dict[str, Any]] | None:
+    """`section.type` and `section.params` as DeepSpeed reads them; None when the section is absent."""
+    node = config.get(section)
+    if node is None:
+        return None
+    kind, params = node.get("type"), node.get("params", {})
+    if not isinstance(params, dict):
+        raise UsageError(f'{path}: "{section}.params" must be a JSON object {{...}}')
+    if kind is None:  # DeepSpeed would then ignore the whole section, params included
+        raise UsageError(f'{path}: "{section}" has no "type"; name the {section}, e.g. {_EXAMPLE[section]}')
+    if not isinstance(kind, str):
+        raise UsageError(
+            f'{path}: "{section}.type" must be a name such as {_EXAMPLE[section]}, got {json.dumps(kind)}'
+        )
+    return kind, params
+
+
+_EXAMPLE = {"optimizer": '"AdamW"', "scheduler": '"WarmupCosineLR"'}
+
+
+def _unknown_type(path: Path, section: str, kind: str, names: list[str]) -> UsageError:
+    by_lower = {name.lower(): name for name in names}  # the hint ignores case; torch's names do not
+    near = difflib.get_close_matches(kind.lower(), sorted(by_lower), n=1, cutoff=0.6)
+    hint = f'did you mean "{by_lower[near[0]]}"?' if near else f"use one of {', '.join(by_lower.values())}"
+    return UsageError(f'{path}: unknown {section} "{kind}" in "{section}.type"; {hint}')
+
+
+def _torch_classes(module: str, base: str) -> dict[str, type]:
+    """Public subclasses of `base` in a torch.optim module (imported only for a non-DeepSpeed type)."""
+    namespace = vars(importlib.import_module(module))
+    root = namespace[base]
+    return {
+        name: obj
+        for name, obj in namespace.items()
+        if isinstance(obj, type) and issubclass(obj, root) and obj is not root and not name.startswith("_")
+    }
+
+
+def _keyword_params(cls: type) -> frozenset[str] | None:
+    """A torch class's keyword arguments after the first (params / optimizer); None if it takes **kwargs."""
+    params = list(inspect.signature(cls).parameters.values())[1:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def _optimizer_on_cpu(config: dict[str, Any]) -> bool:
+    """DeepSpeed's zero_use_cpu_optimizer(): ZeRO-Offload builds its CPU optimizers instead."""
+    zero = config.get("zero_optimization") or {}
+    offload = zero.get("offload_optimizer")
+    if isinstance(offload, dict):
+        return offload.get("device") in ("cpu", "nvme")
+    return bool(zero.get("cpu_offload"))  # the deprecated spelling of offload_optimizer.device = cpu
+
+
+def _deepspeed_optimizer_class(
+    name: str, params: dict[str, Any], *, on_cpu: bool
+) -> tuple[str, frozenset[str]]:
+    """The class DeepSpeed builds for one of its own `optimizer.type`s, and the keys that allows."""
+    adam_like, torch_adam = name in ("adam", "adamw", "muon"), bool(params.get("torch_adam"))
+    if name == "muon":
+        cls = "deepspeed.runtime.zero.muon.muon_optimizer.MuonWithAuxAdam"
+    elif adam_like and torch_adam:
+        adam_w = name == "adamw" or params.get("adam_w_mode", True)  # as the engine decides
+        cls = "torch.optim.AdamW" if adam_w else "torch.optim.Adam"
+    elif adam_like:
+        cls = "deepspeed.ops.adam.DeepSpeedCPUAdam" if on_cpu else "deepspeed.ops.adam.FusedAdam"
+    elif name == "adagrad":
+        cls = "deepspeed.ops.adagrad.DeepSpeedCPUAdagrad" if on_cpu else "torch.optim.Adagrad"
+    elif name == "lion":
+        cls = "deepspeed.ops.lion.DeepSpeedCPULion" if on_cpu else "deepspeed.ops.lion.FusedLion"
+    else:
+        cls = "deepspeed.ops.lamb.FusedLamb"
+    valid = OPTIMIZER_CLASS_PARAMS[cls]
+    if adam_like:
+        valid |= ADAM_ENGINE_PARAMS | ({"foreach"} if torch_adam else set())
+    return cls if cls.startswith("torch.") else f"DeepSpeed's {cls.rsplit('.', 1)[1]}", valid
+
+
+def _check_optimizer(path: Path, config: dict[str, Any]) -> None:
+    found = _type_and_params(path, config, "optimizer")
+    if found is None:
+        return
+    kind, params = found
+    if "max_grad_norm" in params:  # DeepSpeed raises on it for every optimizer
+        raise UsageError(
+            f'{path}: "optimizer.params.max_grad_norm" is not taken by DeepSpeed; set the top-level '
+            '"gradient_clipping" instead'
+        )
+    name = kind.lower()
+    if name in _MUP_OPTIMIZERS:
+        if importlib.util.find_spec("mup") is None:
+            raise UsageError(
+                f'{path}: optimizer "{kind}" needs the mup package; pip install mup (into .venv)'
+            )
+        return
+    if name in {n.lower() for n in DEEPSPEED_OPTIMIZERS}:
+        cls, valid = _deepspeed_optimizer_class(name, params, on_cpu=_optimizer_on_cpu(config))
+    else:
+        classes = _torch_classes("torch.optim", "Optimizer")
+        if kind not in classes:
+            raise _unknown_type(path, "optimizer", kind, [*DEEPSPEED_OPTIMIZERS, *sorted(classes)])
+        cls, maybe_valid = f"torch.optim.{kind}", _keyword_params(classes[kind])
+        if maybe_valid is None:
+            return
+        valid = maybe_valid
+    _reject_unknown(path, "optimizer.params.", params, valid, owner=f'optimizer "{kind}" ({cls})')
+
+
+def _check_scheduler(path: Path, config: dict[str, Any]) -> None:
+    found = _type_and_params(path, config, "scheduler")
+    if found is None:
+        return
+    kind, params = found
+    valid = SCHEDULER_PARAMS.get(kind)
+    owner = f'scheduler "{kind}"'
+    if valid is None:
+        classes = _torch_classes("torch.optim.lr_scheduler", "LRScheduler")
+        if kind not in classes:
+            raise _unknown_type(path, "scheduler", kind, [*SCHEDULER_PARAMS, *sorted(classes)])
+        valid, owner = _keyword_params(classes[kind]), f"{owner} (torch.optim.lr_scheduler.{kind})"
+        if valid is None:
+            return
+    _reject_unknown(path, "scheduler.params.", params, valid, owner=owner)
 
 
 def _enabled(config: dict[str, Any], section: str) -> bool:

@@ -42,6 +42,20 @@ def test_misspelt_key(tmp_path: Path) -> None:
     )
 
 
+def test_misspelt_optimizer_param(tmp_path: Path) -> None:
+    """A typo DeepSpeed would pass to the optimizer (a 25-line TypeError, exit 1) is one line, exit 2."""
+    config = json.loads(CPU_CONFIG.read_text())
+    config["optimizer"]["params"]["weight_decy"] = config["optimizer"]["params"].pop("weight_decay")
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps(config))
+    done = run_train(["--deepspeed", str(path), *tiny_args(tmp_path / "r")])
+    error = _assert_usage_error(
+        done, 'unknown key "optimizer.params.weight_decy"', 'did you mean "optimizer.params.weight_decay"'
+    )
+    assert done.stderr.splitlines() == [error]  # exactly one line on stderr
+    assert not (tmp_path / "r").exists()  # refused before any work
+
+
 def test_batch_sizes_that_do_not_multiply_out(tmp_path: Path) -> None:
     path = ds_config(tmp_path, train_batch_size=24)  # 8 x 1 x 2 ranks = 16
     env = child_env(RANK="0", LOCAL_RANK="0", WORLD_SIZE="2")  # as the launcher would set for rank 0 of 2
@@ -95,7 +109,7 @@ def test_resume_from_an_incomplete_checkpoint(tmp_path: Path) -> None:
         "use ",
         "step_00000001",
     )
-    assert "no complete manifest.json" in message
+    assert "no manifest.json (the save did not finish)" in message
     assert sorted(p.name for p in partial.iterdir()) == before
 
     # a corrupt shard (right size, wrong bytes) is caught by its sha256 before loading

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from llm.ds_config import SECTION_KEYS, TOP_LEVEL_KEYS, load_ds_config
+from llm.ds_config import (
+    ADAM_ENGINE_PARAMS,
+    DEEPSPEED_OPTIMIZERS,
+    OPTIMIZER_CLASS_PARAMS,
+    SCHEDULER_PARAMS,
+    SECTION_KEYS,
+    TOP_LEVEL_KEYS,
+    load_ds_config,
+)
 from llm.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,3 +171,148 @@ def test_top_level_keys_cover_deepspeeds_own() -> None:
     keys |= set(re.findall(r"[\"'](\w+)[\"'] in param_dict", source))
     assert len(keys) > 20
     assert not keys - TOP_LEVEL_KEYS, f"add to TOP_LEVEL_KEYS: {sorted(keys - TOP_LEVEL_KEYS)}"
+
+
+def _with(tmp_path: Path, base: str = "cpu.json", **sections: dict) -> Path:
+    """A shipped config with `optimizer` / `scheduler` entries merged in (params merge one level deeper)."""
+    config = json.loads((REPO / "ds_configs" / base).read_text())
+    for name, update in sections.items():
+        params = {**config.get(name, {}).get("params", {}), **update.pop("params", {})}
+        config[name] = {**config.get(name, {}), **update, "params": params}
+    return _write(tmp_path, config)
+
+
+def test_optimizer_param_typo_suggests_the_nearest(tmp_path: Path) -> None:
+    path = _with(tmp_path, optimizer={"params": {"weight_decy": 0.1}})
+    assert _error(path) == (
+        f'{path}: unknown key "optimizer.params.weight_decy"; did you mean "optimizer.params.weight_decay"?'
+    )
+
+
+def test_scheduler_param_typo_suggests_the_nearest(tmp_path: Path) -> None:
+    path = _with(tmp_path, scheduler={"params": {"warmup_num_step": 10}})
+    assert _error(path) == (
+        f'{path}: unknown key "scheduler.params.warmup_num_step"; '
+        'did you mean "scheduler.params.warmup_num_steps"?'
+    )
+
+
+def test_optimizer_params_follow_the_class_deepspeed_builds(tmp_path: Path) -> None:
+    """torch_adam builds torch's AdamW, which takes `maximize`; DeepSpeed's FusedAdam and CPU Adam do not."""
+    assert _load(_with(tmp_path, optimizer={"params": {"maximize": True, "foreach": False}})).config
+    fused = json.loads((REPO / "ds_configs/bf16.json").read_text())
+    fused["optimizer"]["params"]["maximize"] = True
+    message = _error(_write(tmp_path, fused))
+    assert 'unknown key "optimizer.params.maximize"' in message and "DeepSpeed's FusedAdam" in message
+    assert "weight_decay" in message  # no near key: the line lists the keys the class takes
+    offload = json.loads((REPO / "ds_configs/offload.json").read_text())
+    offload["optimizer"]["params"]["set_grad_none"] = True  # FusedAdam takes it, DeepSpeedCPUAdam does not
+    assert "DeepSpeed's DeepSpeedCPUAdam" in _error(_write(tmp_path, offload), cuda=True)
+    # "Adam" (any case) with adam_w_mode false builds torch's Adam, which alone takes decoupled_weight_decay
+    adam = {"type": "adam", "params": {"adam_w_mode": False, "decoupled_weight_decay": True}}
+    assert _load(_with(tmp_path, optimizer=adam)).config["optimizer"]["params"]["adam_w_mode"] is False
+    adamw = _with(tmp_path, optimizer={"params": {"decoupled_weight_decay": True}})
+    assert 'unknown key "optimizer.params.decoupled_weight_decay"' in _error(adamw)
+
+
+def test_scheduler_params_keep_auto_and_last_batch_iteration(tmp_path: Path) -> None:
+    path = _with(tmp_path, scheduler={"params": {"last_batch_iteration": -1}})
+    assert _load(path, max_steps=7).config["scheduler"]["params"]["total_num_steps"] == 7
+    warmup = _with(tmp_path, scheduler={"type": "WarmupLR", "params": {}})
+    assert 'unknown key "scheduler.params.total_num_steps"' in _error(warmup)  # WarmupLR has no end
+
+
+@pytest.mark.parametrize(
+    ("section", "kind", "hint"),
+    [
+        ("optimizer", "AdamWW", 'did you mean "AdamW"?'),
+        ("optimizer", "sgd", 'did you mean "SGD"?'),  # torch.optim names are case-sensitive in DeepSpeed
+        ("scheduler", "WarmupCosine", 'did you mean "WarmupCosineLR"?'),
+        ("scheduler", "cosineannealinglr", 'did you mean "CosineAnnealingLR"?'),
+        ("optimizer", "Frobnicate", "use one of Adagrad, Adam, AdamW"),
+    ],
+)
+def test_unknown_type_suggests_the_nearest(tmp_path: Path, section: str, kind: str, hint: str) -> None:
+    path = _with(tmp_path, **{section: {"type": kind}})
+    assert _error(path).startswith(f'{path}: unknown {section} "{kind}" in "{section}.type"; {hint}')
+
+
+def test_torch_fallback_types_are_checked_against_torch(tmp_path: Path) -> None:
+    """A type DeepSpeed does not build itself is torch.optim.<type> or torch.optim.lr_scheduler.<type>."""
+    sgd = {"type": "SGD", "params": {"lr": 0.1, "momentum": 0.9, "nesterov": True}}
+    step = {"type": "StepLR", "params": {"step_size": 10, "gamma": 0.5}}
+    settings = _load(
+        _write(tmp_path, {"train_micro_batch_size_per_gpu": 8, "optimizer": sgd, "scheduler": step})
+    )
+    assert settings.config["optimizer"]["type"] == "SGD"
+    sgd["params"] = {"lr": 0.1, "nestrov": True}
+    message = _error(_write(tmp_path, {"train_micro_batch_size_per_gpu": 8, "optimizer": sgd}))
+    assert 'did you mean "optimizer.params.nesterov"?' in message
+    step["params"] = {"step_size": 10, "gama": 0.5}
+    message = _error(_write(tmp_path, {"train_micro_batch_size_per_gpu": 8, "scheduler": step}))
+    assert 'did you mean "scheduler.params.gamma"?' in message
+
+
+def test_other_optimizer_mistakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = _error(_with(tmp_path, optimizer={"params": {"max_grad_norm": 1.0}}))
+    assert '"optimizer.params.max_grad_norm"' in clip and '"gradient_clipping"' in clip
+    untyped = {"train_micro_batch_size_per_gpu": 8, "optimizer": {"params": {"lr": 1e-3}}}
+    assert '"optimizer" has no "type"' in _error(_write(tmp_path, untyped))
+    listed = {"train_micro_batch_size_per_gpu": 8, "scheduler": {"type": "WarmupLR", "params": [100]}}
+    assert '"scheduler.params" must be a JSON object' in _error(_write(tmp_path, listed))
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mup" else real(name, *a)
+    )
+    assert "pip install mup" in _error(_with(tmp_path, optimizer={"type": "MuAdamW"}))
+
+
+def _signature_keywords(cls: type, *, passed_by_deepspeed: set[str]) -> set[str]:
+    params = list(inspect.signature(cls).parameters)[1:]  # after params / model_params / optimizer
+    return set(params) - passed_by_deepspeed
+
+
+# keyword arguments the engine passes itself (get_optimizer_configuration) or refuses (max_grad_norm)
+_PASSED_BY_DEEPSPEED = {
+    "deepspeed.ops.adam.FusedAdam": {"adam_w_mode"},
+    "deepspeed.ops.adam.DeepSpeedCPUAdam": {"adamw_mode", "fp32_optimizer_states"},
+    "deepspeed.ops.lamb.FusedLamb": {"max_grad_norm"},
+}
+
+
+@pytest.mark.parametrize("qualname", [n for n in OPTIMIZER_CLASS_PARAMS if not n.endswith("MuonWithAuxAdam")])
+def test_optimizer_params_match_the_real_signatures(qualname: str) -> None:
+    """Our static table equals each class's keyword arguments, so it neither refuses a real one nor drifts."""
+    module, name = qualname.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    passed = _PASSED_BY_DEEPSPEED.get(qualname, set())
+    assert OPTIMIZER_CLASS_PARAMS[qualname] == _signature_keywords(cls, passed_by_deepspeed=passed)
+
+
+def test_optimizer_table_matches_the_engine() -> None:
+    """Names, the keys the engine pops itself, and Muon's keys, read from DeepSpeed's own engine."""
+    import deepspeed.runtime.config as ds_config
+    import deepspeed.runtime.engine as engine
+
+    assert {n.lower() for n in DEEPSPEED_OPTIMIZERS} == set(ds_config.DEEPSPEED_OPTIMIZERS)
+    source = Path(engine.__file__).read_text()
+    popped = re.findall(r"optimizer_parameters\.pop\((\w+|'\w+'|\"\w+\")", source)
+    keys = {p.strip("'\"") if p[0] in "'\"" else getattr(ds_config, p) for p in popped}
+    assert keys == ADAM_ENGINE_PARAMS | {"foreach"}
+    assert '"max_grad_norm" in optimizer_parameters' in source  # the refusal we turn into one line
+    overrides = set(re.findall(r'_muon_half_defaults\(optimizer_parameters,\s*\w+,\s*"(\w+)"\)', source))
+    muon = {*engine.DeepSpeedEngine._MUON_HALF_KEYS, *engine.DeepSpeedEngine._ADAM_HALF_KEYS, *overrides}
+    assert (
+        overrides
+        and OPTIMIZER_CLASS_PARAMS["deepspeed.runtime.zero.muon.muon_optimizer.MuonWithAuxAdam"] == muon
+    )
+
+
+def test_scheduler_params_match_deepspeeds_schedules() -> None:
+    from deepspeed.runtime import lr_schedules
+
+    assert set(SCHEDULER_PARAMS) == set(lr_schedules.VALID_LR_SCHEDULES)
+    for name, keys in SCHEDULER_PARAMS.items():
+        assert keys == _signature_keywords(getattr(lr_schedules, name), passed_by_deepspeed=set()), name
