@@ -49,10 +49,12 @@ test-fast: setup
 bench: setup
 	$(PY) benchmarks/trainer_vs_plain.py
 
-# On a machine with a GPU: fp16 (3090.json) and bf16 through DeepSpeed for real; tokens/s, MFU, peak memory
+# On a machine with a GPU: fp16 (3090.json) and bf16 through DeepSpeed for real, each with the default
+# `3090` preset and the opt-in `1b-24gb-tight`, on one GPU whose allocator is capped at the 22.5 GiB that a
+# 24 GB card leaves for tensors (docs/architecture.md); tokens/s, MFU, peak allocated and reserved memory
 gpu-check: setup
 	$(PY) benchmarks/run_configs.py --config ds_configs/3090.json --config ds_configs/bf16.json \
-		--max-steps 100 --name gpu_check
+		--model 3090 --model 1b-24gb-tight --memory-cap-gib 22.5 --nproc 1 --max-steps 50 --name gpu_check
 
 clean:
 	rm -rf runs data/cache .pytest_cache .mypy_cache .ruff_cache
