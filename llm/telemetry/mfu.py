@@ -93,8 +93,13 @@ def cpu_model() -> str:
 
 
 def cpu_peak_cache_path() -> Path:
-    """$XDG_CACHE_HOME/llm/cpu_peak.json, or ~/.cache/llm/cpu_peak.json."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    """$XDG_CACHE_HOME/llm/cpu_peak.json, else ~/.cache/llm/cpu_peak.json (without a home: in $TMPDIR)."""
+    root = os.environ.get("XDG_CACHE_HOME")
+    if not root:
+        try:
+            root = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory to be found
+            root = tempfile.gettempdir()
     return Path(root) / "llm" / "cpu_peak.json"
 
 
