@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,22 @@ import pytest
 import torch
 
 from llm.config import DataConfig
-from llm.data.corpus import BuiltinCorpus, LocalFiles, open_source
+from llm.data import corpus as corpus_module
+from llm.data import encode as encode_module
+from llm.data import prepare as prepare_module
+from llm.data.corpus import BuiltinCorpus, Document, LocalFiles, open_source, single_file_chunk_bytes
 from llm.data.loader import BatchSampler, eval_batches
-from llm.data.prepare import bytes_per_token, dataset_dir, load_dataset, prepare_dataset
+from llm.data.prepare import (
+    bytes_per_token,
+    dataset_dir,
+    load_dataset,
+    prepare_dataset,
+    split_of,
+    tokenizer_sample,
+)
 from llm.data.tokenizer import EOT
 from llm.errors import UsageError
+from tests.helpers import metrics, run_train, tiny_args
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho".split()
 
@@ -31,6 +44,15 @@ def write_corpus(root: Path, n: int = 30) -> Path:
     return root
 
 
+def write_one_file(path: Path, lines: int = 3000) -> Path:
+    """One text file of about 70 bytes a line (3,000 lines: ~210 KB)."""
+    rng = random.Random(1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(f"{i:05d} ünï " + " ".join(rng.choices(WORDS, k=10)) + "\n" for i in range(lines))
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("corpus"))
@@ -38,7 +60,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[DataConfig, Path]:
-    cfg = DataConfig(source=str(corpus), cache_dir=tmp_path_factory.mktemp("cache"), vocab_size=300)
+    cfg = DataConfig(data=str(corpus), data_cache=tmp_path_factory.mktemp("cache"), vocab_size=300)
     return cfg, prepare_dataset(cfg, progress=False)
 
 
@@ -75,13 +97,13 @@ def test_local_glob_and_single_file(tmp_path: Path) -> None:
     glob_source = open_source(str(tmp_path / "docs" / "**" / "*.md"))
     assert [d.name for d in glob_source.documents()] == ["one.md", "sub/two.md"]
     single = LocalFiles(str(tmp_path / "docs" / "skip.txt"))
-    assert [d.name for d in single.documents()] == ["skip.txt"]
+    assert [d.name for d in single.documents()] == ["skip.txt#000000", "skip.txt#000001"]  # see below
 
 
 def test_invalid_bytes_are_replaced(tmp_path: Path) -> None:
     (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
     source = open_source(str(tmp_path))
-    assert source.read_text(source.documents()[0]) == "caf\ufffd"
+    assert "".join(source.read_text(d) for d in source.documents()) == "caf\ufffd"
 
 
 @pytest.mark.parametrize("suffix", ["missing", "nothing/**/*.md"])
@@ -118,7 +140,7 @@ def test_split_is_by_file_and_stable(prepared: tuple[DataConfig, Path], tmp_path
     meta = json.loads((path / "meta.json").read_text())
     splits = {f["name"]: f["split"] for f in meta["files"]}
     assert set(splits.values()) == {"train", "val"}
-    other = prepare_dataset(cfg.model_copy(update={"cache_dir": tmp_path}), progress=False)
+    other = prepare_dataset(cfg.model_copy(update={"data_cache": tmp_path}), progress=False)
     assert {f["name"]: f["split"] for f in json.loads((other / "meta.json").read_text())["files"]} == splits
 
 
@@ -137,7 +159,7 @@ def test_train_bin_decodes_to_train_text(prepared: tuple[DataConfig, Path], corp
 
 def test_prepare_reuses_and_content_change_gives_new_dir(tmp_path: Path) -> None:
     corpus = write_corpus(tmp_path / "corpus", n=4)
-    cfg = DataConfig(source=str(corpus), cache_dir=tmp_path / "cache", vocab_size=260)
+    cfg = DataConfig(data=str(corpus), data_cache=tmp_path / "cache", vocab_size=260)
     first = prepare_dataset(cfg, progress=False)
     assert dataset_dir(cfg) == first
     stamp = (first / "meta.json").stat().st_mtime_ns
@@ -148,11 +170,144 @@ def test_prepare_reuses_and_content_change_gives_new_dir(tmp_path: Path) -> None
     assert prepare_dataset(cfg, progress=False) != first
 
 
-def test_single_file_cannot_be_split(tmp_path: Path) -> None:
-    (tmp_path / "only.txt").write_text("one file")
-    cfg = DataConfig(source=str(tmp_path / "only.txt"), cache_dir=tmp_path / "cache")
-    with pytest.raises(UsageError, match="at least two files"):
+def expected_split_text(meta: dict, root: Path, split: str) -> str:
+    """A split's text as documents: whole files, or whole chunks; a separator where a text ends."""
+    records = [r for r in meta["files"] if r["split"] == split]
+    text = ""
+    for i, record in enumerate(records):
+        data = (root / record["name"].split("#")[0]).read_bytes()
+        text += data[record["offset"] : record["offset"] + record["bytes"]].decode()
+        following = records[i + 1] if i + 1 < len(records) else None
+        continued = following is not None and following["name"].split("#")[0] == record["name"].split("#")[0]
+        if not (continued and following["offset"] == record["offset"] + record["bytes"]):
+            text += EOT
+    return text
+
+
+def test_lone_file_is_cut_into_chunks_at_line_boundaries(tmp_path: Path) -> None:
+    path = write_one_file(tmp_path / "one.txt")
+    data = path.read_bytes()
+    docs = open_source(str(path)).documents()
+    assert [d.name for d in docs] == [f"one.txt#{i:06d}" for i in range(len(docs))]
+    assert 18 <= len(docs) <= 21  # ~SINGLE_FILE_CHUNKS of ~len/20 bytes each
+    assert b"".join(data[d.offset : d.offset + d.size] for d in docs) == data
+    assert all(data[d.offset - 1 : d.offset] == b"\n" for d in docs[1:])  # each chunk starts a line
+    assert all(b.continues(a) for a, b in itertools.pairwise(docs))
+    # the same rule for a folder or glob that holds one file
+    assert [d.name for d in open_source(str(tmp_path)).documents()] == [d.name for d in docs]
+
+
+@pytest.mark.parametrize(
+    ("size", "chunk"),
+    [(100 << 20, 1 << 20), (1 << 20, (1 << 20) // 20), (20_000, 4096), (5_000, 2_500), (3, 1), (1, 1)],
+)
+def test_lone_file_chunk_size(size: int, chunk: int) -> None:
+    """About 20 chunks, at most 1 MiB and at least 4 KiB each, but never fewer than two chunks."""
+    assert single_file_chunk_bytes(size) == chunk
+
+
+def test_small_lone_file_still_holds_out_a_chunk(tmp_path: Path) -> None:
+    path = write_one_file(tmp_path / "small.txt", lines=70)  # ~5 KB: under two 4 KiB chunks
+    docs = open_source(str(path)).documents()
+    assert len(docs) == 2 and path.stat().st_size < 2 * corpus_module.MIN_CHUNK_BYTES
+    cfg = DataConfig(data=str(path), data_cache=tmp_path / "cache", vocab_size=260)
+    meta = load_dataset(prepare_dataset(cfg, progress=False)).meta
+    assert sorted(r["split"] for r in meta["files"]) == ["train", "val"]
+
+
+def test_large_file_in_a_folder_is_chunked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 16 << 10)
+    write_one_file(tmp_path / "big.txt", lines=1000)  # ~70 KB: ~5 chunks of 16 KiB
+    (tmp_path / "small.txt").write_text("small\n")
+    names = [d.name for d in open_source(str(tmp_path)).documents()]
+    assert names[-1] == "small.txt" and len(names) >= 5
+    assert names[:-1] == [f"big.txt#{i:06d}" for i in range(len(names) - 1)]
+
+
+def test_a_line_longer_than_the_search_is_cut_between_characters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(corpus_module, "NEWLINE_SEARCH_BYTES", 100)
+    path = tmp_path / "line.txt"
+    path.write_text("b" + "aé€🐍" * 20_000)  # one 200 KB line of 1-, 2-, 3- and 4-byte characters
+    docs = open_source(str(path)).documents()
+    assert len(docs) >= 18
+    source = open_source(str(path))
+    # strict decoding: no chunk starts or ends inside a character
+    assert "".join(source.read_bytes(d).decode("utf-8", errors="strict") for d in docs) == path.read_text()
+
+
+def test_lone_file_prepares_with_whole_chunks_split_by_name(tmp_path: Path) -> None:
+    path = write_one_file(tmp_path / "corpus" / "one.txt")
+    cfg = DataConfig(data=str(path), data_cache=tmp_path / "cache", vocab_size=300, val_fraction=0.2)
+    ds = load_dataset(prepare_dataset(cfg, progress=False))
+    records = ds.meta["files"]
+    assert len(records) >= 18 and all("#" in r["name"] for r in records)
+    # each chunk lands where the hash of its name says (not, say, the last 5% of the file)...
+    assert {r["name"]: r["split"] for r in records} == {r["name"]: split_of(r["name"], 0.2) for r in records}
+    assert {"train", "val"} == {r["split"] for r in records}
+    # ...and each split holds whole chunks, one text per run of consecutive chunks
+    for split in ("train", "val"):
+        assert ds.tokenizer.decode(ds.split(split).tolist()) == expected_split_text(
+            ds.meta, path.parent, split
+        )
+    # a changed line gives a new dataset
+    path.write_text(path.read_text().replace("00007", "seven", 1))
+    assert prepare_dataset(cfg, progress=False) != ds.path
+
+
+def test_too_little_text_to_split_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "only.txt").write_text("x")
+    cfg = DataConfig(data=str(tmp_path / "only.txt"), data_cache=tmp_path / "cache")
+    with pytest.raises(UsageError, match="too little text") as err:
         prepare_dataset(cfg, progress=False)
+    assert "\n" not in str(err.value)
+
+
+def test_many_small_batches_keep_document_order(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches encode concurrently; the token file still follows the document order exactly."""
+    monkeypatch.setattr(encode_module, "ENCODE_BATCH_BYTES", 2000)  # a batch per document or two
+    cfg = DataConfig(data=str(corpus), data_cache=tmp_path, vocab_size=300)
+    ds = load_dataset(prepare_dataset(cfg, progress=False))
+    for split in ("train", "val"):
+        assert ds.tokenizer.decode(ds.split(split).tolist()) == expected_split_text(ds.meta, corpus, split)
+
+
+def test_tokenizer_sample_is_bounded_and_stable(monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = [Document(name=f"d{i:03d}", path="", size=100) for i in range(100)]
+    assert tokenizer_sample(docs) == docs  # under the cap: every train document
+    monkeypatch.setattr(prepare_module, "TOKENIZER_TRAIN_BYTES", 2_550)
+    sample = tokenizer_sample(docs)
+    assert len(sample) == 25 and sample == sorted(sample, key=lambda d: d.name)
+    assert sample != docs[:25] and tokenizer_sample(list(reversed(docs))) == sample
+
+
+def test_progress_shows_each_phase_in_bytes_per_second(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_one_file(tmp_path / "one.txt", lines=300)
+    cfg = DataConfig(data=str(path), data_cache=tmp_path / "cache", vocab_size=260)
+    prepare_dataset(cfg, progress=True)
+    err = capsys.readouterr().err
+    for phase in ("hashing", "tokenizer", "encoding"):
+        assert re.search(rf"{phase}[^\r\n]*100%[^\r\n]*B/s", err), f"no {phase} bar with B/s in {err!r}"
+    prepare_dataset(cfg.model_copy(update={"data_cache": tmp_path / "quiet"}), progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_one_text_file_trains(tmp_path: Path) -> None:
+    """The real trainer, one process, on `--data one_file.txt` (it was refused before chunking)."""
+    path = write_one_file(tmp_path / "one_file.txt")
+    run_dir = tmp_path / "run"
+    args = [*tiny_args(run_dir), "--data", path, "--data-cache", tmp_path / "cache", "--vocab-size", "300"]
+    done = run_train([*args, "--max-steps", "3", "--eval-every", "3", "--eval-batches", "1"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["step"] for r in metrics(run_dir, "train")][-1] == 3
+    assert metrics(run_dir, "eval")
+    dataset = json.loads((run_dir / "run.json").read_text())["dataset"]
+    assert "one_file.txt" in dataset["meta"]["source"]
 
 
 def test_load_without_meta_is_a_usage_error(tmp_path: Path) -> None:

@@ -1,18 +1,22 @@
 """Text sources: the built-in corpus (the interpreter's standard library) and local files.
 
-A source lists its documents in a stable, sorted order and reads each one. Remote sources
-(`s3://`) plug in later by implementing the same `TextSource` protocol.
+A source lists its documents in a stable, sorted order and reads each one. A document is a whole
+file, or a chunk of a large one: a file above `CHUNK_BYTES` is cut at line boundaries into chunks
+named `file.txt#000012`, and a lone file (`--data file.txt`, or a folder or glob holding one file)
+into about `SINGLE_FILE_CHUNKS` chunks, so the train/val split (by document) has something to split
+and memory stays bounded however large a file is. Remote sources (`s3://`) plug in later by implementing the same `TextSource` protocol.
 """
 
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from llm.errors import UsageError
 
@@ -22,15 +26,25 @@ STDLIB_EXCLUDED_DIRS = frozenset(
 )
 BINARY_SNIFF_BYTES = 8192
 GLOB_CHARS = frozenset("*?[")
+CHUNK_BYTES = 1 << 20  # files above this are cut into chunks of about this size
+SINGLE_FILE_CHUNKS = 20  # a lone file is cut into about this many chunks (a 5% val share holds one)...
+MIN_CHUNK_BYTES = 4 << 10  # ...of at least this size, unless the file is too small for two of them
+NEWLINE_SEARCH_BYTES = 64 << 10  # how far past the target a chunk may run to end on a line boundary
 
 
 @dataclass(frozen=True)
 class Document:
-    """One file of a source. `name` is its stable id, relative to the source's root (posix slashes)."""
+    """A file of a source, or a chunk of one. `name` is its stable id, relative to the source's root
+    (posix slashes), with `#NNNNNN` appended for a chunk."""
 
     name: str
     path: str  # where the source reads it from: a local path here, an object key for remote sources
     size: int  # bytes on disk
+    offset: int = 0  # where a chunk starts in its file
+
+    def continues(self, previous: Document) -> bool:
+        """True when this chunk's text follows `previous`'s directly in the same file."""
+        return self.path == previous.path and self.offset == previous.offset + previous.size
 
 
 class TextSource(Protocol):
@@ -39,7 +53,7 @@ class TextSource(Protocol):
         ...
 
     def documents(self) -> list[Document]:
-        """Every document, sorted by name; the same list on every call and every rank."""
+        """Every document (file or chunk), sorted by name; the same list on every call and every rank."""
         ...
 
     def read_bytes(self, doc: Document) -> bytes: ...
@@ -53,7 +67,9 @@ def decode_text(data: bytes) -> str:
 
 class _LocalReader:
     def read_bytes(self, doc: Document) -> bytes:
-        return Path(doc.path).read_bytes()
+        with open(doc.path, "rb") as f:
+            f.seek(doc.offset)
+            return f.read(doc.size)
 
     def read_text(self, doc: Document) -> str:
         return decode_text(self.read_bytes(doc))
@@ -78,8 +94,58 @@ def _walk(root: Path, *, excluded_dirs: frozenset[str] = frozenset()) -> list[Pa
     return sorted(p for p in found if p.is_file() and p.stat().st_size > 0)
 
 
-def _document(path: Path, root: Path) -> Document:
-    return Document(name=path.relative_to(root).as_posix(), path=str(path), size=path.stat().st_size)
+def _documents(path: Path, root: Path, *, chunk_bytes: int | None = None) -> list[Document]:
+    """The file as one document, or as chunks of about `chunk_bytes` (CHUNK_BYTES) if it is larger."""
+    name, size = path.relative_to(root).as_posix(), path.stat().st_size
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    if size <= chunk_bytes:
+        return [Document(name=name, path=str(path), size=size)]
+    bounds = chunk_bounds(path, chunk_bytes)
+    return [
+        Document(name=f"{name}#{i:06d}", path=str(path), size=end - start, offset=start)
+        for i, (start, end) in enumerate(itertools.pairwise(bounds))
+    ]
+
+
+def single_file_chunk_bytes(size: int) -> int:
+    """Chunk size for a lone file: ~SINGLE_FILE_CHUNKS chunks within [MIN_CHUNK_BYTES, CHUNK_BYTES],
+    and never fewer than two chunks, so even a few-KB file holds out a validation chunk."""
+    target = min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, size // SINGLE_FILE_CHUNKS))
+    return target if size >= 2 * target else max(1, size // 2)
+
+
+def chunk_bounds(path: Path, chunk_bytes: int) -> list[int]:
+    """Offsets [0, ..., size] that cut the file into chunks of about `chunk_bytes`.
+
+    Each cut falls just after the first newline at or past the target, so a chunk holds whole lines
+    (and, in UTF-8, whole characters). A line longer than NEWLINE_SEARCH_BYTES is cut at the target,
+    moved back to a character boundary, so a chunk never grows without bound.
+    """
+    size = path.stat().st_size
+    bounds = [0]
+    with path.open("rb") as f:
+        while size - bounds[-1] > chunk_bytes:
+            target = bounds[-1] + chunk_bytes
+            f.seek(target - 1)  # a newline just before the target also ends a chunk there
+            window = f.read(NEWLINE_SEARCH_BYTES)
+            newline = window.find(b"\n")
+            cut = target + newline if newline >= 0 else _char_start(f, target, floor=bounds[-1] + 1)
+            if cut >= size:
+                break
+            bounds.append(cut)
+    bounds.append(size)
+    return bounds
+
+
+def _char_start(f: BinaryIO, target: int, *, floor: int) -> int:
+    """`target`, moved back (not below `floor`) past UTF-8 continuation bytes to a character's start."""
+    low = max(floor, target - 3)  # a UTF-8 character has at most 3 continuation bytes
+    f.seek(low)
+    around = f.read(target - low + 1)  # the bytes low..target
+    cut = target
+    while cut > low and around[cut - low] & 0xC0 == 0x80:
+        cut -= 1
+    return cut
 
 
 class BuiltinCorpus(_LocalReader):
@@ -94,7 +160,7 @@ class BuiltinCorpus(_LocalReader):
 
     def documents(self) -> list[Document]:
         paths = _walk(self.root, excluded_dirs=STDLIB_EXCLUDED_DIRS)
-        return [_document(p, self.root) for p in paths if p.suffix == ".py"]
+        return [doc for p in paths if p.suffix == ".py" for doc in _documents(p, self.root)]
 
 
 class LocalFiles(_LocalReader):
@@ -133,7 +199,10 @@ class LocalFiles(_LocalReader):
         return f"local {self.kind}: {self.target}"
 
     def documents(self) -> list[Document]:
-        return sorted((_document(p, self.root) for p in self._paths), key=lambda d: d.name)
+        if len(self._paths) == 1:  # a lone file: chunks are the only way to hold out validation text
+            path = self._paths[0]
+            return _documents(path, self.root, chunk_bytes=single_file_chunk_bytes(path.stat().st_size))
+        return sorted((doc for p in self._paths for doc in _documents(p, self.root)), key=lambda d: d.name)
 
 
 def _glob_root(pattern: str) -> Path:
