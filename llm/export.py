@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run", type=Path, metavar="RUN_DIR", help="run directory or one checkpoint folder")
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="folder to write the files into")
     parser.add_argument("--force", action="store_true", help=f"overwrite an existing {WEIGHTS}")
+    parser.add_argument(
+        "--format", choices=("llm", "hf"), default="llm",
+        help="llm: our own files, read by load_exported (default); hf: a folder Hugging Face "
+        "transformers opens with AutoModelForCausalLM / AutoTokenizer (learned positions as GPT-2, "
+        "rope as GPT-NeoX; needs pip install -e '.[hf]')",
+    )  # fmt: skip
     return parser
 
 
@@ -109,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         from llm.train.trained import load_trained
 
         trained = load_trained(args.run)
-        written = export_trained(trained, args.out_dir)
+        if args.format == "hf":
+            from llm.hf_export import export_hf
+
+            written = export_hf(trained, args.out_dir)
+        else:
+            written = export_trained(trained, args.out_dir)
     except UsageError as err:
         fail(str(err))
     print(
