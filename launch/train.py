@@ -15,12 +15,28 @@ from llm.errors import UsageError, fail
 
 
 def main(argv: list[str]) -> int:
-    from llm.train.session import Plan, run  # imports torch and deepspeed: after argparse's --help
+    import os
+
+    from llm.train.plan import Plan  # torch, not DeepSpeed: after argparse's --help
 
     try:
         plan = Plan.from_argv(argv)  # every check that needs no other rank: exit 2 before any work
     except UsageError as err:
         fail(str(err), quiet=not _prints_errors())
+    if plan.resume_manifest is not None and plan.resume_manifest.step >= plan.cfg.max_steps:
+        if _prints_errors():
+            print(
+                f"{plan.resume_from} is at step {plan.resume_manifest.step}, --max-steps is "
+                f"{plan.cfg.max_steps}: nothing to train; raise --max-steps to continue the run",
+                flush=True,
+            )
+        return 0
+    import torch
+
+    if not torch.cuda.is_available():  # what DeepSpeed would detect, said up front: no warning banner
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    from llm.train.session import run  # imports DeepSpeed
+
     return run(plan)
 
 

@@ -7,14 +7,17 @@ Precedence: command-line flags > `LLM_*` environment variables > an optional run
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import json
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
@@ -23,10 +26,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from llm.errors import UsageError
-from llm.model.config import PRESETS, GPTConfig, PositionalEncoding
+from llm.errors import UsageError, fail
+from llm.model.config import PRESETS, GPTConfig
 
 AUTO_PRESET_HELP = "3090 with a CUDA GPU, tiny without"
+S = TypeVar("S", bound=BaseModel)
 
 
 class DataConfig(BaseModel):
@@ -34,10 +38,14 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source: str | None = Field(None, description="text files, a folder or a glob; None = built-in corpus")
-    cache_dir: Path = Field(Path("data/cache"), description="where prepared datasets are kept")
-    vocab_size: int = Field(8192, ge=256, le=65535, description="BPE vocabulary size")
-    val_fraction: float = Field(0.05, gt=0.0, lt=0.5, description="share of files held out for validation")
+    data: str | None = Field(
+        None, description="a text file, a folder or a glob of text files (default: the built-in corpus)"
+    )
+    data_cache: Path = Field(Path("data/cache"), description="where prepared token files are kept")
+    vocab_size: int = Field(8192, ge=256, le=65535, description="BPE vocabulary size of the tokenizer")
+    val_fraction: float = Field(
+        0.05, gt=0.0, lt=0.5, description="share of files (or chunks of one file) held out for validation"
+    )
 
 
 class LoopConfig(BaseModel):
@@ -45,13 +53,13 @@ class LoopConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_steps: int
-    eval_every: int
-    eval_batches: int
-    log_every: int
-    sample_tokens: int
-    seed: int
-    progress: bool
+    max_steps: int = Field(5000, ge=1, description="optimizer steps to train for")
+    eval_every: int = Field(250, ge=1, description="evaluate every N optimizer steps (and at step 0)")
+    eval_batches: int = Field(20, ge=1, description="micro-batches per evaluation, shared among ranks")
+    log_every: int = Field(10, ge=1, description="report train metrics every N optimizer steps")
+    sample_tokens: int = Field(200, ge=0, description="tokens of sample text printed at the end (0: none)")
+    seed: int = Field(1337, description="seed for initialisation and data order")
+    progress: bool = Field(True, description="show a progress bar on rank 0")
 
 
 class CheckpointConfig(BaseModel):
@@ -59,51 +67,68 @@ class CheckpointConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    save_every: int
-    keep_last: int
-    resume: str | None
+    save_every: int = Field(1000, ge=1, description="checkpoint every N optimizer steps (and at the end)")
+    keep_last: int = Field(3, ge=1, description="complete checkpoints to keep")
+    resume: str | None = Field(
+        None, description="'auto' (newest complete checkpoint, if any) or a run or checkpoint directory"
+    )
 
 
-_RUN_FILE: ContextVar[Path | None] = ContextVar("run_file", default=None)
-# Environment variables with our prefix that are not settings (test hooks).
-_NON_SETTING_ENV = frozenset({"LLM_FAILPOINT"})
+class JobConfig(BaseModel):
+    """The job around the loop: the DeepSpeed JSON, the run directory, how long a silent rank may take."""
 
-
-class RunConfig(BaseSettings):
-    """Every run setting that the DeepSpeed JSON does not own. Flat, so each is one flag and one variable."""
-
-    model_config = SettingsConfigDict(env_prefix="LLM_", frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     deepspeed: Path | None = Field(
         None,
         description="DeepSpeed JSON (default: ds_configs/3090.json with a GPU, ds_configs/cpu.json without)",
     )
-    model: str = Field("auto", description=f"preset: auto ({AUTO_PRESET_HELP}), {', '.join(PRESETS)}")
-    n_layer: int | None = Field(None, ge=1, description="override the preset's number of blocks")
-    n_head: int | None = Field(None, ge=1, description="override the preset's attention heads")
-    n_embd: int | None = Field(None, ge=1, description="override the preset's width")
-    block_size: int | None = Field(None, ge=8, description="override the preset's context length")
-    pos_encoding: PositionalEncoding | None = Field(None, description="learned | rope | sinusoidal")
-    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="override the preset's dropout")
-    activation_checkpointing: bool | None = Field(None, description="recompute activations in backward")
-    vocab_size: int = Field(8192, ge=256, le=65535, description="BPE vocabulary size of the tokenizer")
-    data: str | None = Field(None, description="text file, folder or glob (default: the built-in corpus)")
-    data_cache: Path = Field(Path("data/cache"), description="where prepared token files are kept")
-    val_fraction: float = Field(0.05, gt=0.0, lt=0.5, description="share of files held out for validation")
-    max_steps: int = Field(5000, ge=1, description="optimizer steps to train for")
-    eval_every: int = Field(250, ge=1, description="evaluate every N optimizer steps (and at step 0)")
-    eval_batches: int = Field(20, ge=1, description="micro-batches per evaluation, shared among ranks")
-    log_every: int = Field(10, ge=1, description="report train metrics every N optimizer steps")
-    save_every: int = Field(1000, ge=1, description="checkpoint every N optimizer steps (and at the end)")
-    keep_last: int = Field(3, ge=1, description="complete checkpoints to keep")
     run_dir: Path | None = Field(None, description="run directory (default: runs/<run id>)")
-    resume: str | None = Field(
-        None, description="'auto' (newest complete checkpoint, if any) or a run or checkpoint directory"
-    )
-    seed: int = Field(1337, description="seed for initialisation and data order")
     dist_timeout: float = Field(300.0, gt=0, description="seconds before a silent rank ends the job")
-    sample_tokens: int = Field(200, ge=0, description="tokens of sample text printed at the end (0: none)")
-    progress: bool = Field(True, description="show a progress bar on rank 0")
+
+
+# The model's shape is GPTConfig's (llm/model/config.py): a preset, then any of these fields overridden.
+MODEL_OVERRIDES = ("n_layer", "n_head", "n_embd", "block_size", "pos_encoding", "dropout", "bias",
+                   "activation_checkpointing")  # fmt: skip
+
+
+def _override(name: str) -> tuple[Any, Any]:
+    """GPTConfig's field `name` as an optional override: same type and bounds, default None."""
+    field = copy.copy(GPTConfig.model_fields[name])
+    field.default = None
+    field.description = f"override the preset's {name.replace('_', ' ')}: {field.description}"
+    annotation: Any = field.annotation
+    return annotation | None, field
+
+
+class ModelChoice(create_model(  # type: ignore[misc]
+    "ModelOverrides", __config__=ConfigDict(frozen=True, extra="forbid"),
+    **{name: _override(name) for name in MODEL_OVERRIDES},  # type: ignore[call-overload]
+)):  # fmt: skip
+    """Which model: a named preset and overrides of its fields."""
+
+    model: str = Field("auto", description=f"preset: auto ({AUTO_PRESET_HELP}), {', '.join(PRESETS)}")
+
+
+SECTIONS: tuple[type[BaseModel], ...] = (JobConfig, ModelChoice, DataConfig, LoopConfig, CheckpointConfig)
+
+# keys that only a DeepSpeed JSON has: a run file holding one was meant for --deepspeed
+DEEPSPEED_KEYS = frozenset(
+    {"train_micro_batch_size_per_gpu", "train_batch_size", "gradient_accumulation_steps", "zero_optimization",
+     "optimizer", "scheduler", "fp16", "bf16"}
+)  # fmt: skip
+_RUN_FILE: ContextVar[Path | None] = ContextVar("run_file", default=None)
+# Environment variables with our prefix that are not settings (test hooks).
+_NON_SETTING_ENV = frozenset({"LLM_FAILPOINT"})
+
+
+class RunConfig(BaseSettings, CheckpointConfig, LoopConfig, DataConfig, ModelChoice, JobConfig):
+    """Every run setting that the DeepSpeed JSON does not own, flat: each is one flag and one variable.
+
+    The sections own the fields (names, bounds, help); this class only unites them for parsing.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LLM_", frozen=True, extra="forbid")
 
     @classmethod
     def settings_customise_sources(
@@ -129,36 +154,35 @@ class RunConfig(BaseSettings):
             near = difflib.get_close_matches(name, list(PRESETS), n=1)
             hint = f'did you mean "{near[0]}"? ' if near else ""
             raise UsageError(f"--model {name}: no such preset; {hint}choose one of {', '.join(PRESETS)}")
-        overrides = {k: getattr(self, k) for k in _MODEL_OVERRIDES if getattr(self, k) is not None}
+        overrides = {k: getattr(self, k) for k in MODEL_OVERRIDES if getattr(self, k) is not None}
         try:
             return GPTConfig(**{**PRESETS[name], **overrides, "vocab_size": self.vocab_size})
         except ValidationError as err:
             raise UsageError(f"--model {name} with {overrides}: {_first_error(err)}") from None
 
+    def section(self, kind: type[S]) -> S:
+        """This run's settings of one section, as that section's own frozen model."""
+        return kind(**{name: getattr(self, name) for name in kind.model_fields})
+
     def data_section(self) -> DataConfig:
-        return DataConfig(
-            source=self.data,
-            cache_dir=self.data_cache,
-            vocab_size=self.vocab_size,
-            val_fraction=self.val_fraction,
-        )
+        return self.section(DataConfig)
 
     def loop_section(self) -> LoopConfig:
-        return LoopConfig(**{k: getattr(self, k) for k in LoopConfig.model_fields})
+        return self.section(LoopConfig)
 
     def checkpoint_section(self) -> CheckpointConfig:
-        return CheckpointConfig(**{k: getattr(self, k) for k in CheckpointConfig.model_fields})
+        return self.section(CheckpointConfig)
 
 
-_MODEL_OVERRIDES = (
-    "n_layer",
-    "n_head",
-    "n_embd",
-    "block_size",
-    "pos_encoding",
-    "dropout",
-    "activation_checkpointing",
-)
+def _check_sections_do_not_overlap() -> None:
+    seen: dict[str, str] = {}
+    for section in SECTIONS:
+        for name in section.model_fields:
+            assert name not in seen, f"setting {name} is defined by both {seen[name]} and {section.__name__}"
+            seen[name] = section.__name__
+
+
+_check_sections_do_not_overlap()
 
 
 def _first_error(err: ValidationError) -> str:
@@ -170,11 +194,25 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line with the nearest valid flag, and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        unknown = re.search(r"unrecognized arguments: (--?[\w-]+)", message)
+        if unknown:
+            flags = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+            near = difflib.get_close_matches(unknown.group(1), flags, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            message += f" ({hint}flags are never abbreviated; see --help)"
+        fail(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="launch/train.py",
         description="Train a GPT through DeepSpeed. Each flag can also be set as LLM_<NAME> in the "
         "environment or in a --config file; flags win over the environment, the environment over the file.",
+        allow_abbrev=False,  # --max-step 3 must be an error, not --max-steps 3
     )
     parser.add_argument("--config", metavar="RUN_FILE", help="run settings file (.toml or .json)")
     for name, field in RunConfig.model_fields.items():
@@ -241,6 +279,12 @@ def _check_run_file(path: Path) -> None:
         raise UsageError(f"--config {path}: not valid {path.suffix[1:].upper()}: {err}") from None
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: must hold a table of settings")
+    if DEEPSPEED_KEYS & set(values):
+        key = sorted(DEEPSPEED_KEYS & set(values))[0]
+        raise UsageError(
+            f"--config {path}: this is a DeepSpeed config (it sets {key}); pass it to --deepspeed, and "
+            "give --config a run file of our settings"
+        )
     for key in values:
         if key not in RunConfig.model_fields:
             near = difflib.get_close_matches(key.replace("-", "_"), list(RunConfig.model_fields), n=1)

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from llm.errors import UsageError, fail
 
 if TYPE_CHECKING:
+    from llm.checkpoints.trained import TrainedModel
     from llm.model.gpt import GPT
-    from llm.train.trained import TrainedModel
 
 ARCHITECTURE = "llm-gpt"
 WEIGHTS = "model.safetensors"
@@ -108,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_destination(args.out_dir, force=args.force)
-        import torch
-
-        if not torch.cuda.is_available():  # what DeepSpeed would pick anyway, said up front: no banner
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        from llm.train.trained import load_trained
+        from llm.checkpoints.trained import load_trained
 
         trained = load_trained(args.run)
         if args.format == "hf":

@@ -8,13 +8,12 @@ The prompt and its continuation go to stdout; everything else (DeepSpeed's logs)
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from llm.train.trained import TrainedModel
+    from llm.checkpoints.trained import TrainedModel
 
 from llm.errors import UsageError, fail
 
@@ -97,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check(args)
         device = _device(args.device)
-        if device == "cpu":  # what DeepSpeed would pick anyway, said up front: no banner about it
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        from llm.train.trained import load_trained  # torch, DeepSpeed: after argparse's --help
+        from llm.checkpoints.trained import load_trained  # torch: after argparse's --help
 
         trained = load_trained(args.checkpoint, device=device)
         completion = complete(

@@ -7,18 +7,26 @@ from pathlib import Path
 
 import pytest
 
-from llm.errors import UsageError
-from llm.train.checkpoint import (
-    LATEST,
-    MANIFEST,
-    apply_retention,
+from llm.checkpoints.catalogue import (
+    LATEST_NAME,
+    CheckpointCatalogue,
     checkpoint_problem,
     newest_complete,
+    read_manifest,
     resolve_resume,
-    sha256_file,
     tag_for,
-    write_atomic,
 )
+from llm.checkpoints.manifest import CHECKPOINT_FORMAT_VERSION, MANIFEST_NAME, CheckpointManifest, FileEntry
+from llm.errors import UsageError
+from llm.storage import sha256_file, write_atomic
+
+
+def _manifest(step: int, files: dict[str, FileEntry]) -> CheckpointManifest:
+    return CheckpointManifest(
+        format=CHECKPOINT_FORMAT_VERSION, tag=tag_for(step), step=step, world_size=1, created=0.0,
+        tokens_seen=step * 10, sampler={"samples_drawn": step}, model={"n_layer": 2}, config_hash="c",
+        tokenizer_hash="t", zero_stage=1, precision="fp32", code={}, rng_files=[], files=files,
+    )  # fmt: skip
 
 
 def _fake_checkpoint(root: Path, step: int, *, complete: bool = True) -> Path:
@@ -27,10 +35,31 @@ def _fake_checkpoint(root: Path, step: int, *, complete: bool = True) -> Path:
     shard = folder / "shard.pt"
     shard.write_bytes(bytes([step % 256]) * 100)
     if complete:
-        files = {"shard.pt": {"sha256": sha256_file(shard), "bytes": 100}}
-        (folder / MANIFEST).write_text(json.dumps({"step": step, "files": files}))
-        write_atomic(root / LATEST, folder.name)
+        CheckpointCatalogue.local(root).commit(
+            _manifest(step, {"shard.pt": FileEntry(sha256=sha256_file(shard), bytes=100)})
+        )
     return folder
+
+
+def test_manifest_round_trips_typed(tmp_path: Path) -> None:
+    folder = _fake_checkpoint(tmp_path, 7)
+    manifest = read_manifest(folder)
+    assert manifest is not None and manifest.step == 7 and manifest.tokens_seen == 70
+    assert manifest.files["shard.pt"].bytes == 100
+    assert (tmp_path / LATEST_NAME).read_text() == tag_for(7)
+
+
+def test_manifest_of_another_format_is_refused_by_name(tmp_path: Path) -> None:
+    folder = _fake_checkpoint(tmp_path, 7)
+    raw = json.loads((folder / MANIFEST_NAME).read_text())
+    (folder / MANIFEST_NAME).write_text(json.dumps({**raw, "format": 99}))
+    problem = checkpoint_problem(folder)
+    assert problem is not None and "format 99" in problem and "reads formats" in problem
+    (folder / MANIFEST_NAME).write_text(json.dumps({**raw, "step": "seven"}))
+    assert "step" in str(checkpoint_problem(folder))
+    (folder / MANIFEST_NAME).write_text("{not json")
+    assert "not valid JSON" in str(checkpoint_problem(folder))
+    assert read_manifest(folder) is None
 
 
 def test_completeness_needs_a_manifest_and_every_file(tmp_path: Path) -> None:
@@ -44,7 +73,7 @@ def test_completeness_needs_a_manifest_and_every_file(tmp_path: Path) -> None:
     assert "99 bytes" in str(checkpoint_problem(folder))
     (folder / "shard.pt").unlink()
     assert "missing" in str(checkpoint_problem(folder))
-    assert "manifest" in str(checkpoint_problem(_fake_checkpoint(tmp_path, 6, complete=False)))
+    assert MANIFEST_NAME in str(checkpoint_problem(_fake_checkpoint(tmp_path, 6, complete=False)))
 
 
 def test_newest_complete_prefers_latest_and_falls_back(tmp_path: Path) -> None:
@@ -62,10 +91,10 @@ def test_retention_keeps_the_newest_k_and_saves_in_progress(tmp_path: Path) -> N
         _fake_checkpoint(tmp_path, step)
     _fake_checkpoint(tmp_path, 12, complete=False)  # crashed long ago
     _fake_checkpoint(tmp_path, 25, complete=False)  # newer than every complete one: may be in progress
-    apply_retention(tmp_path, keep_last=2)
+    CheckpointCatalogue.local(tmp_path).apply_retention(keep_last=2)
     left = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert left == [tag_for(15), tag_for(20), tag_for(25)]
-    assert (tmp_path / LATEST).read_text() == tag_for(20)
+    assert (tmp_path / LATEST_NAME).read_text() == tag_for(20)
 
 
 def test_resolve_resume(tmp_path: Path) -> None:

@@ -25,8 +25,8 @@ from llm.export import main as export_main
 from llm.generate import complete
 from llm.model.config import GPTConfig
 from llm.model.gpt import GPT
-from llm.train.checkpoint import load_model_weights
-from llm.train.trained import load_trained
+from llm.checkpoints.weights import load_model_weights
+from llm.checkpoints.trained import load_trained
 from tests.helpers import DATA_CACHE, REPO, child_env, ds_config, run_train, tiny_args
 
 pytestmark = pytest.mark.slow
@@ -219,7 +219,7 @@ def test_a_run_without_a_complete_checkpoint_is_refused(runs: dict[int, Path], t
     shutil.copy(runs[1] / "run.json", run_dir / "run.json")
     with pytest.raises(UsageError, match="no complete checkpoint"):
         load_trained(run_dir)
-    with pytest.raises(UsageError, match=r"not a usable checkpoint, no complete manifest\.json"):
+    with pytest.raises(UsageError, match=r"not a usable checkpoint, no manifest\.json"):
         load_trained(unfinished)
 
 

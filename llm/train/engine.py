@@ -14,6 +14,8 @@ import torch.distributed as dist
 from torch import nn
 
 from llm.ds_config import DeepSpeedSettings
+from llm.errors import UsageError, fail
+from llm.telemetry.gpu_memory import apply_memory_cap
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ def init_distributed(*, timeout_s: float) -> DistInfo:
     deepspeed.init_distributed(auto_mpi_discovery=False, timeout=timeout, verbose=False)
     if torch.cuda.is_available():
         torch.cuda.set_device(info.local_rank)
+        try:
+            apply_memory_cap()  # GPU_MEMORY_CAP_GIB: how `make gpu-check` plays a 24 GB card on a larger one
+        except UsageError as err:
+            fail(str(err), quiet=not info.is_main)
     return info
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,18 +19,7 @@ from llm.telemetry.sinks import EventLog
 from llm.train.checkpoint import Restored, save_checkpoint
 from llm.train.collectives import Collectives
 from llm.train.engine import DistInfo, device, step_stats
-
-
-class StopSignal:
-    """Turns SIGTERM / SIGINT into a flag read at the next step boundary (then every rank saves)."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signum
+from llm.train.signals import StopSignal
 
 
 @dataclass(frozen=True)
@@ -55,10 +43,13 @@ class LoopContext:
     checkpoint_root: Path
     manifest_fields: dict[str, Any]  # hashes and versions every manifest carries
     events: EventLog | None  # rank 0 only
+    stop: StopSignal  # read at step boundaries, and between evaluation batches
 
 
-def evaluate(ctx: LoopContext, *, num_batches: int) -> tuple[float, float]:
-    """Mean validation loss over fixed batches shared among ranks, and bits per byte."""
+def evaluate(ctx: LoopContext, *, num_batches: int) -> tuple[float, float] | None:
+    """Mean validation loss over fixed batches shared among ranks, and bits per byte.
+
+    None when a stop signal cut it short on any rank (the loop then saves and exits)."""
     engine = ctx.engine
     batches = eval_batches(
         ctx.dataset.val,
@@ -73,12 +64,16 @@ def evaluate(ctx: LoopContext, *, num_batches: int) -> tuple[float, float]:
     total = torch.zeros((), dtype=torch.float64, device=dev)
     with torch.no_grad():
         for x, y in batches:
+            if ctx.stop.received is not None:
+                break
             _, loss = engine(x.to(dev), y.to(dev))
             total += loss.double()
     engine.train()
     # the mean over every rank's batches: sums and counts from all ranks
-    sums = ctx.collectives.gather((float(total.item()), len(batches)))
-    val_loss = sum(s for s, _ in sums) / max(1, sum(n for _, n in sums))
+    sums = ctx.collectives.gather((float(total.item()), len(batches), ctx.stop.received is not None))
+    if any(stopped for _, _, stopped in sums):
+        return None
+    val_loss = sum(s for s, _, _ in sums) / max(1, sum(n for _, n, _ in sums))
     val_bpb = val_loss / math.log(2) / bytes_per_token(ctx.dataset.meta, "val")
     return val_loss, val_bpb
 
@@ -98,10 +93,10 @@ def train(
     )
     step, tokens_seen = 0, 0
     if start is not None:
-        step, tokens_seen = start.step, int(start.state["tokens_seen"])
-        sampler.load_state_dict(start.state["sampler"])
+        step, tokens_seen = start.step, start.manifest.tokens_seen
+        sampler.load_state_dict(start.manifest.sampler)
     tokens_per_step = settings.train_batch * ctx.block_size
-    stop = StopSignal()
+    stop = ctx.stop
     dev = device()
 
     if start is None:
@@ -196,6 +191,9 @@ def _log_train(
 
 
 def _log_eval(ctx: LoopContext, step: int, num_batches: int) -> None:
-    val_loss, val_bpb = evaluate(ctx, num_batches=num_batches)
+    result = evaluate(ctx, num_batches=num_batches)
+    if result is None:
+        return  # stopped part-way: no figure rather than one from part of the batches
+    val_loss, val_bpb = result
     if ctx.events is not None:
         ctx.events.emit(EvalEvent, step=step, val_loss=val_loss, val_bpb=val_bpb)

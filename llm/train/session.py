@@ -1,85 +1,71 @@
-"""One training run, wired: validate (Plan), then join the job, prepare data, build, resume, train.
+"""One training run, wired: join the job, prepare data, build, resume, train.
 
-Everything in `Plan.from_argv` runs before any rank talks to another, so bad input ends the job with
-one line and exit code 2 before any work starts.
+`launch/train.py` checks everything that needs no other rank first (llm/train/plan.py, before this
+module and DeepSpeed are imported), so bad input ends the job with one line and exit code 2.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from llm.config import RunConfig, load_run_config
-from llm.data.corpus import open_source
+from llm.checkpoints import catalogue
+from llm.config import RunConfig
 from llm.data.prepare import PreparedDataset, load_dataset, prepare_dataset
-from llm.ds_config import DeepSpeedSettings, load_ds_config
 from llm.errors import UsageError, fail
 from llm.model.config import GPTConfig
 from llm.model.gpt import GPT
 from llm.model.sampling import generate
-from llm.telemetry.mfu import peak_flops
+from llm.telemetry.mfu import model_matmul_shapes, peak_flops
 from llm.telemetry.schema import RunStateEvent
 from llm.telemetry.sinks import EventLog, JsonlSink, MonitorSink, ProgressBar, Sink, last_seq
 from llm.train import checkpoint
 from llm.train.collectives import Collectives
 from llm.train.engine import build_engine, device, dist_env, init_distributed, monitor_writer
 from llm.train.loop import LoopContext, train
+from llm.train.plan import RUNS_ROOT, Plan
 from llm.train.rundir import code_version, config_hash, hardware, new_run_id, write_run_files
+from llm.train.signals import Interrupted, StopSignal
 
-RUNS_ROOT = Path("runs")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A run whose inputs have all been checked."""
-
-    cfg: RunConfig
-    settings: DeepSpeedSettings
-    model: GPTConfig
-    run_dir: Path | None  # None: a new run whose id rank 0 picks
-    resume_from: Path | None
-
-    @staticmethod
-    def from_argv(argv: list[str]) -> Plan:
-        cfg = load_run_config(argv)
-        cuda = torch.cuda.is_available()
-        ds_path = cfg.deepspeed or Path("ds_configs/3090.json" if cuda else "ds_configs/cpu.json")
-        world_size = dist_env().world_size
-        settings = load_ds_config(
-            ds_path, world_size=world_size, cuda_available=cuda, max_steps=cfg.max_steps
-        )
-        model = cfg.model_section(cuda_available=cuda)
-        open_source(cfg.data)  # a data path that does not exist fails here
-        run_dir = cfg.run_dir
-        if run_dir is None and cfg.resume == "auto":
-            run_dir = checkpoint.find_run_dir_to_resume(RUNS_ROOT)  # the newest run with a checkpoint
-        resume_from = checkpoint.resolve_resume(cfg.resume, run_dir)
-        if resume_from is not None and run_dir is None:
-            run_dir = resume_from.parent.parent  # RUN_DIR/checkpoints/<tag>
-        return Plan(cfg=cfg, settings=settings, model=model, run_dir=run_dir, resume_from=resume_from)
+TOKENIZER_COPY = "tokenizer.json"  # the run's own copy, so the run directory is self-contained
 
 
-def _agree_or_exit(collectives: Collectives, problem: str | None, *, is_main: bool) -> None:
-    """Exit 2 on every rank if any rank found a problem (rank 0 prints the first one)."""
-    problems = [p for p in collectives.gather(problem) if p]
+def _agree_or_exit(
+    collectives: Collectives, problem: str | None, *, is_main: bool, exit_code: int | None = None
+) -> None:
+    """Exit on every rank (2, or rank 0's `exit_code`) if any rank found a problem; rank 0 says which."""
+    reports = collectives.gather((problem, exit_code))
+    problems = [(p, code) for p, code in reports if p]
     if problems:
-        fail(problems[0], quiet=not is_main)
+        message, code = problems[0]
+        if code is None:
+            fail(message, quiet=not is_main)
+        if is_main:
+            print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(code)
 
 
-def _prepare_data(plan: Plan, collectives: Collectives, *, is_main: bool) -> Path:
-    """Rank 0 prepares missing data once; the others wait (however long tokenising takes)."""
-    problem, path = None, None
+def _prepare_data(plan: Plan, collectives: Collectives, stop: StopSignal, *, is_main: bool) -> Path:
+    """Rank 0 prepares missing data once; the others wait (however long tokenising takes).
+
+    A stop signal to rank 0 ends preparation at once (nothing to save yet) and then the job."""
+    problem, path, interrupted = None, None, None
     if is_main:
         try:
-            path = prepare_dataset(plan.cfg.data_section(), progress=plan.cfg.progress)
+            with stop.interruptible():
+                path = prepare_dataset(plan.cfg.data_section(), progress=plan.cfg.progress)
         except UsageError as err:
             problem = str(err)
-    _agree_or_exit(collectives, problem, is_main=is_main)
+        except Interrupted as err:
+            problem, interrupted = f"{err} during data preparation; nothing was saved", err.signum
+    _agree_or_exit(
+        collectives, problem, is_main=is_main, exit_code=128 + interrupted if interrupted else None
+    )
     return Path(collectives.broadcast(str(path)))
 
 
@@ -88,44 +74,57 @@ def run(plan: Plan) -> int:
     # DeepSpeed 0.19 calls an API torch deprecated; the warning says nothing a user can act on
     warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
     cfg = plan.cfg
+    stop = StopSignal()
     info = init_distributed(timeout_s=cfg.dist_timeout)
     # A spare group: data preparation may outlast --dist-timeout, so its wait has no such bound; after
     # a timeout elsewhere it is still healthy enough to find out which rank stopped answering.
     spare = Collectives(timeout_s=max(cfg.dist_timeout, 24 * 3600), force_group=True)
     collectives = Collectives(timeout_s=cfg.dist_timeout)
-    run_dir = plan.run_dir or RUNS_ROOT / collectives.broadcast(new_run_id())
-    dataset = load_dataset(_prepare_data(plan, spare, is_main=info.is_main))
+    run_dir = plan.run_dir or (RUNS_ROOT / collectives.broadcast(new_run_id())).absolute()
+    dataset = load_dataset(_prepare_data(plan, spare, stop, is_main=info.is_main))
     model_cfg = plan.model.model_copy(update={"vocab_size": dataset.tokenizer.vocab_size})
-    if model_cfg.block_size >= len(dataset.val):
-        fail(
-            f"--block-size {model_cfg.block_size} is longer than the validation split; lower it",
-            quiet=not info.is_main,
-        )
+    _agree_or_exit(collectives, _data_problem(model_cfg, dataset), is_main=info.is_main)
 
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = GPT(model_cfg)
-    peak = collectives.mean(peak_flops(plan.settings.precision)[0]) * info.world_size
-    engine = build_engine(model, plan.settings)
-
-    hashes = {
+    manifest_fields = {
         # the model's shape: what must match to load the weights. The DeepSpeed JSON may change on a
         # resume (a larger --max-steps stretches the schedule: only its position is saved).
+        "model": model_cfg.model_dump(),
         "config_hash": config_hash(model_cfg.model_dump()),
         "tokenizer_hash": dataset.meta["tokenizer_sha256"],
         "zero_stage": plan.settings.zero_stage,
         "precision": plan.settings.precision,
         "code": code_version(),
     }
+    if plan.resume_from is not None:  # before the engine is built: a bad checkpoint costs seconds
+        problem = _resume_problem(plan.resume_from, manifest_fields, verify=info.is_node_main)
+        _agree_or_exit(spare, problem, is_main=info.is_main)  # hashing may outlast --dist-timeout
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = GPT(model_cfg)
+    shapes = model_matmul_shapes(
+        tokens=plan.settings.micro_batch * model_cfg.block_size,
+        width=model_cfg.n_embd,
+        vocab=model_cfg.vocab_size,
+    )
+    peak, peak_how = peak_flops(plan.settings.precision, matmul_shapes=shapes)
+    peak = collectives.mean(peak) * info.world_size  # the job's peak: every rank's device
+    engine = build_engine(model, plan.settings)
     start = None
     if plan.resume_from is not None:
-        problem = _resume_problem(plan.resume_from, hashes, verify=info.is_node_main)
-        _agree_or_exit(collectives, problem, is_main=info.is_main)
         start = checkpoint.load_checkpoint(engine, plan.resume_from, dist_info=info)
 
     events = None
     if info.is_main:
         events = _start_events(
-            plan, run_dir, engine, model_cfg, dataset, start=start, peak=peak, hashes=hashes
+            plan,
+            run_dir,
+            engine,
+            model_cfg,
+            dataset,
+            start=start,
+            peak=peak,
+            hashes=manifest_fields,
+            peak_how=peak_how,
         )
 
     ctx = LoopContext(
@@ -138,8 +137,9 @@ def run(plan: Plan) -> int:
         flops_per_token=GPT.flops_per_token(model_cfg),
         peak_flops=peak,
         checkpoint_root=run_dir / "checkpoints",
-        manifest_fields=hashes,
+        manifest_fields=manifest_fields,
         events=events,
+        stop=stop,
     )
     try:
         result = train(ctx, cfg.loop_section(), cfg.checkpoint_section(), start=start)
@@ -157,6 +157,19 @@ def run(plan: Plan) -> int:
     return 0
 
 
+def _data_problem(model_cfg: GPTConfig, dataset: PreparedDataset) -> str | None:
+    """A context longer than a split can fill: no window to train or evaluate on."""
+    for name in ("train", "val"):
+        tokens = len(dataset.split(name))
+        if model_cfg.block_size + 1 > tokens:
+            return (
+                f"--block-size {model_cfg.block_size}: the {name} split of {dataset.path} holds only "
+                f"{tokens} tokens, fewer than one window of {model_cfg.block_size + 1}; lower --block-size "
+                "or give more data"
+            )
+    return None
+
+
 def _start_events(
     plan: Plan,
     run_dir: Path,
@@ -166,6 +179,7 @@ def _start_events(
     *,
     start: checkpoint.Restored | None,
     peak: float,
+    peak_how: dict[str, object],
     hashes: dict[str, object],
 ) -> EventLog:
     """Rank 0: write what reproduces the run, open its event log, say what is about to happen."""
@@ -179,14 +193,17 @@ def _start_events(
         "model": model_cfg.model_dump(),
         "parameters": GPT.parameter_count(model_cfg),
         "deepspeed_config_path": str(ds.path),
-        "dataset": {"path": str(dataset.path), "meta": _meta_summary(dataset.meta)},
+        "dataset": {"path": str(dataset.path.resolve()), "meta": _meta_summary(dataset.meta)},
+        "tokenizer": TOKENIZER_COPY,
         "resumed_from": str(plan.resume_from) if plan.resume_from else None,
         "hardware": hardware(world_size),
         "peak_flops": peak,
+        "peak_flops_how": peak_how,  # rank 0's measurement or data-sheet figure, per device
         **hashes,
     }
     name = "run" if start is None else f"resume-{step:08d}"
     write_run_files(run_dir, name=name, record=record, ds_config=ds.config)
+    shutil.copyfile(dataset.path / "tokenizer.json", run_dir / TOKENIZER_COPY)
     events.emit(
         RunStateEvent, state="started" if start is None else "resumed", step=step, detail=str(run_dir)
     )
@@ -215,12 +232,12 @@ def _report_lost_ranks(spare: Collectives, err: RuntimeError, *, timeout_s: floa
 def _resume_problem(folder: Path, hashes: dict[str, object], *, verify: bool) -> str | None:
     try:
         if verify:
-            checkpoint.verify_or_fail(folder)
+            catalogue.verify_or_fail(folder)
     except UsageError as err:
         return str(err)
-    manifest = checkpoint.read_manifest(folder) or {}
+    manifest = catalogue.read_manifest(folder)
     for key in ("config_hash", "tokenizer_hash"):
-        if manifest.get(key) != hashes[key]:
+        if getattr(manifest, key, None) != hashes[key]:
             what = "model shape" if key == "config_hash" else "tokenizer (data)"
             return (
                 f"--resume {folder}: the checkpoint was written with another {what}; resume with the "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llm.train.checkpoint import is_complete, newest_complete
+from llm.checkpoints.catalogue import is_complete_checkpoint, newest_complete
 from tests.helpers import (
     kill_tree,
     metrics,
@@ -26,7 +26,7 @@ DIST_TIMEOUT = 20
 
 
 def _saved(run_dir: Path, step: int) -> bool:
-    return is_complete(run_dir / "checkpoints" / f"step_{step:08d}")
+    return is_complete_checkpoint(run_dir / "checkpoints" / f"step_{step:08d}")
 
 
 @pytest.mark.parametrize("fault", ["kill -9", "SIGSTOP"])

@@ -2,14 +2,12 @@
 
 What a run leaves behind is enough to rebuild it: RUN_DIR/run.json holds the model shape ("model")
 and the prepared dataset whose `tokenizer.json` the run used ("dataset.path"); a checkpoint folder
-holds the weights in whatever layout its ZeRO stage wrote (`checkpoint.load_model_weights` reads any).
+holds the weights in whatever layout its ZeRO stage wrote (`weights.load_model_weights` reads any).
 `python -m llm.generate` and `python -m llm.export` both start here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +16,12 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from llm.checkpoints.catalogue import read_manifest, resolve_checkpoint
+from llm.checkpoints.weights import load_model_weights
 from llm.data.tokenizer import Tokenizer, tokenizer_hash
 from llm.errors import UsageError, read_json
 from llm.model.config import GPTConfig
 from llm.model.gpt import GPT
-from llm.train import checkpoint
 
 RUN_RECORD = "run.json"
 
@@ -54,15 +53,19 @@ def model_config(record: dict[str, Any], *, where: Path) -> GPTConfig:
         raise UsageError(f'{where}: "model" is not a valid GPTConfig: {first["msg"]}') from None
 
 
-def tokenizer_path(record: dict[str, Any], *, where: Path) -> Path:
-    """The run's tokenizer.json; refuses one that is gone or is not the file the run trained with."""
+def tokenizer_path(record: dict[str, Any], *, run_dir: Path) -> Path:
+    """The run's tokenizer.json: its own copy in the run directory (runs since the copy was made), else
+    the prepared dataset's; refuses one that is gone or is not the file the run trained with."""
+    where = run_dir / RUN_RECORD
+    own = run_dir / str(record.get("tokenizer", "tokenizer.json"))
     dataset = Path(str(record["dataset"].get("path", "")))
-    path = dataset / "tokenizer.json"
+    path = own if own.is_file() else dataset / "tokenizer.json"
     if not path.is_file():
         relative = "" if dataset.is_absolute() else " (a relative path: run from where training ran)"
         raise UsageError(
-            f"{where}: the dataset folder {dataset}{relative} with the run's tokenizer.json is gone; "
-            "prepare the same data again (same --data, --vocab-size, --data-cache) to recreate it"
+            f"{where}: the run's tokenizer.json is not in {run_dir}, and the dataset folder {dataset}"
+            f"{relative} is gone; prepare the same data again (same --data, --vocab-size, --data-cache) "
+            "to recreate it"
         )
     expected = record.get("tokenizer_hash")
     if expected and tokenizer_hash(path) != expected:
@@ -71,11 +74,8 @@ def tokenizer_path(record: dict[str, Any], *, where: Path) -> Path:
 
 
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    # DeepSpeed's zero_to_fp32 reports its progress with print() and tqdm; callers' stdout is theirs.
-    chatter = io.StringIO()
     try:
-        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-            return checkpoint.load_model_weights(folder)
+        return load_model_weights(folder)
     except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UsageError(
@@ -85,11 +85,11 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def load_trained(path: Path, *, device: str | torch.device = "cpu") -> TrainedModel:
     """A run directory or a checkpoint folder -> the model (eval mode, fp32), its config and tokenizer."""
-    folder = checkpoint.resolve_checkpoint(Path(path))
+    folder = resolve_checkpoint(Path(path))
     run_dir = folder.parent.parent  # RUN_DIR/checkpoints/<tag>
     record = read_run_record(run_dir)
     config = model_config(record, where=run_dir / RUN_RECORD)
-    tokenizer_file = tokenizer_path(record, where=run_dir / RUN_RECORD)
+    tokenizer_file = tokenizer_path(record, run_dir=run_dir)
     tokenizer = Tokenizer.from_file(tokenizer_file)
     if tokenizer.vocab_size != config.vocab_size:
         raise UsageError(
@@ -102,13 +102,13 @@ def load_trained(path: Path, *, device: str | torch.device = "cpu") -> TrainedMo
     except RuntimeError as err:  # missing/unexpected keys or shapes: a checkpoint of another model
         reason = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
         raise UsageError(f"{folder}: weights do not fit the model in run.json ({reason})") from None
-    manifest = checkpoint.read_manifest(folder) or {}
+    manifest = read_manifest(folder)
     return TrainedModel(
         model=model.to(device).eval(),
         config=config,
         tokenizer=tokenizer,
         tokenizer_path=tokenizer_file,
         checkpoint=folder,
-        step=int(manifest.get("step", 0)),
+        step=manifest.step if manifest is not None else 0,
         run_dir=run_dir,
     )
