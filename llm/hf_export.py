@@ -125,7 +125,6 @@ def neox_qkv(tensor: Tensor, n_head: int) -> Tensor:
     NeoX views the projection's output as (nh, 3 * hs) and chunks each head's slice into q, k, v, so
     its rows run q_0 k_0 v_0 q_1 k_1 v_1 ...; works for the weight (3C, C) and the bias (3C,).
     """
-    return tensor  # BREAK: no permutation
     three_c = tensor.size(0)
     hs = three_c // (3 * n_head)
     rest = tensor.shape[1:]
