@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CPU_CONFIG, child_env, ds_config, run_train, tiny_args
+from tests.helpers import CPU_CONFIG, REPO, child_env, ds_config, run_train, tiny_args
 
 
 def _assert_usage_error(done, *fragments: str) -> str:
     lines = [line for line in done.stderr.splitlines() if line.strip() and "[WARNING]" not in line]
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+    assert "accelerator" not in done.stderr  # DeepSpeed's banner: not imported before the checks
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1, done.stderr
     for fragment in fragments:
@@ -126,3 +129,70 @@ def test_the_launcher_passes_exit_code_2_through(tmp_path: Path) -> None:
     shutil.copy(CPU_CONFIG, tmp_path / "cpu.json")
     done = run_train(["--deepspeed", "ds_configs/3090.json", *tiny_args(tmp_path / "r")], nproc=2)
     _assert_usage_error(done, '"fp16" needs a CUDA GPU')
+
+
+def test_flags_are_never_abbreviated(tmp_path: Path) -> None:
+    """--max-step 3 once started a full run as --max-steps 3's prefix; now it is refused, with the fix."""
+    _assert_usage_error(
+        run_train(["--max-step", "3", *tiny_args(tmp_path / "r")]),
+        "unrecognized arguments: --max-step 3",
+        "did you mean --max-steps?",
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_deepspeed_json_given_to_config(tmp_path: Path) -> None:
+    _assert_usage_error(
+        run_train(["--config", str(CPU_CONFIG), *tiny_args(tmp_path / "r")]),
+        "this is a DeepSpeed config",
+        "pass it to --deepspeed",
+    )
+
+
+def test_a_block_size_no_memory_can_carry(tmp_path: Path) -> None:
+    """--block-size 100000 on tiny once ran a ten-minute evaluation; now it is refused before any work."""
+    _assert_usage_error(
+        run_train(["--block-size", "100000", *tiny_args(tmp_path / "r")]),
+        "--block-size 100000",
+        "GiB of activations",
+        "lower --block-size",
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_reused_run_dir_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text('{"run_id": "r"}\n')
+    (run_dir / "metrics.jsonl").write_text('{"type": "train", "step": 1}\n')
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    _assert_usage_error(
+        run_train(tiny_args(run_dir)),
+        f"--run-dir {run_dir} already holds a run",
+        "--resume auto",
+        "new --run-dir",
+    )
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_resume_is_checked_before_deepspeed_and_says_when_nothing_is_left(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    done = run_train([*tiny_args(run_dir), "--max-steps", "2", "--save-every", "2", "--eval-every", "100"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    # another shape: refused from the manifest, before DeepSpeed is even imported
+    cmd = [sys.executable, "-X", "importtime", "launch/train.py", *tiny_args(run_dir), "--resume", "auto"]
+    other = subprocess.run(
+        [*cmd, "--n-layer", "3"], cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300
+    )
+    assert other.returncode == 2, other.stderr[-2000:]
+    assert "checkpoint's model has n_layer=2 (asked: 3)" in other.stderr
+    imported = [
+        line.split("|")[-1].strip() for line in other.stderr.splitlines() if line.startswith("import time:")
+    ]
+    assert "torch" in imported and not any(name.startswith("deepspeed") for name in imported)
+    # at or past --max-steps: says so and leaves the run alone
+    metrics_before = (run_dir / "metrics.jsonl").read_bytes()
+    done = run_train([*tiny_args(run_dir), "--max-steps", "2", "--resume", "auto"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "is at step 2, --max-steps is 2: nothing to train; raise --max-steps" in done.stdout
+    assert (run_dir / "metrics.jsonl").read_bytes() == metrics_before
