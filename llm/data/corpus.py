@@ -4,7 +4,8 @@ A source lists its documents in a stable, sorted order and reads each one. A doc
 file, or a chunk of a large one: a file above `CHUNK_BYTES` is cut at line boundaries into chunks
 named `file.txt#000012`, and a lone file (`--data file.txt`, or a folder or glob holding one file)
 into about `SINGLE_FILE_CHUNKS` chunks, so the train/val split (by document) has something to split
-and memory stays bounded however large a file is. Remote sources (`s3://`) plug in later by implementing the same `TextSource` protocol.
+and memory stays bounded however large a file is. Remote sources (`s3://`) plug in later by
+implementing the same `TextSource` protocol.
 """
 
 from __future__ import annotations
