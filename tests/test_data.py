@@ -7,7 +7,9 @@ import itertools
 import json
 import random
 import re
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +29,7 @@ from llm.data.prepare import (
     split_of,
     tokenizer_sample,
 )
-from llm.data.tokenizer import EOT
+from llm.data.tokenizer import EOT, Tokenizer
 from llm.errors import UsageError
 from tests.helpers import metrics, run_train, tiny_args
 
@@ -282,6 +284,28 @@ def test_tokenizer_sample_is_bounded_and_stable(monkeypatch: pytest.MonkeyPatch)
     sample = tokenizer_sample(docs)
     assert len(sample) == 25 and sample == sorted(sample, key=lambda d: d.name)
     assert sample != docs[:25] and tokenizer_sample(list(reversed(docs))) == sample
+
+
+def test_tokenizer_trains_off_the_main_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The merges run in Rust for up to minutes; the main thread must stay free to act on Ctrl-C."""
+    threads = []
+    train = prepare_module.train_tokenizer
+
+    def recording(*args: object, **kwargs: Any) -> Tokenizer:
+        threads.append(threading.current_thread())
+        return train(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prepare_module, "train_tokenizer", recording)
+    path = write_one_file(tmp_path / "one.txt", lines=300)
+    prepare_dataset(DataConfig(data=str(path), data_cache=tmp_path / "a", vocab_size=260), progress=False)
+    assert threads and threads[0] is not threading.main_thread()
+
+    def failing(*args: object, **kwargs: object) -> Tokenizer:
+        raise ValueError("trainer failed")
+
+    monkeypatch.setattr(prepare_module, "train_tokenizer", failing)
+    with pytest.raises(ValueError, match="trainer failed"):  # reaches the caller, not lost in the thread
+        prepare_dataset(DataConfig(data=str(path), data_cache=tmp_path / "b", vocab_size=260), progress=False)
 
 
 def test_progress_shows_each_phase_in_bytes_per_second(

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import tokenizers
@@ -256,8 +256,14 @@ def _build(
 def _train_tokenizer(
     source: TextSource, sample: list[Document], *, vocab_size: int, progress: bool
 ) -> Tokenizer:
-    """Train the BPE on `sample`, with a bar: MB/s while the text is read and counted, then the merges."""
-    with _byte_bar("tokenizer", sum(d.size for d in sample), progress=progress) as bar, _ticking(bar):
+    """Train the BPE on `sample`, with a bar: MB/s while the text is read and counted, then the merges.
+
+    The trainer runs in a daemon thread while this (the main) thread redraws the bar every second and
+    stays free to run signal handlers: the merges run in Rust for seconds to minutes, and a Ctrl-C
+    or SIGTERM would otherwise wait for them to end.
+    """
+    outcome: dict[str, Any] = {}
+    with _byte_bar("tokenizer", sum(d.size for d in sample), progress=progress) as bar:
 
         def texts() -> Iterator[str]:
             for doc in sample:
@@ -265,27 +271,20 @@ def _train_tokenizer(
                 bar.update(doc.size)
             bar.set_description("tokenizer (merges)")
 
-        return train_tokenizer(texts(), vocab_size=vocab_size, num_texts=len(sample))
+        def train() -> None:
+            try:
+                outcome["tokenizer"] = train_tokenizer(texts(), vocab_size=vocab_size, num_texts=len(sample))
+            except BaseException as err:  # re-raised in the main thread
+                outcome["error"] = err
 
-
-@contextlib.contextmanager
-def _ticking(bar: tqdm, every_s: float = 1.0) -> Iterator[None]:
-    """Redraw `bar` every second, so its clock keeps running while the trainer computes merges."""
-    stop = threading.Event()
-
-    def tick() -> None:
-        while not stop.wait(every_s):
-            bar.refresh()
-
-    thread = threading.Thread(target=tick, name="progress", daemon=True)
-    if not bar.disable:
+        thread = threading.Thread(target=train, name="tokenizer", daemon=True)
         thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        if thread.is_alive():
-            thread.join()
+        while thread.is_alive():
+            thread.join(timeout=1.0)
+            bar.refresh()  # the clock keeps running during the merges
+    if "error" in outcome:
+        raise outcome["error"]
+    return cast(Tokenizer, outcome["tokenizer"])
 
 
 def _document_records(splits: dict[str, list[Document]], sha256: dict[str, str]) -> list[dict[str, Any]]:
