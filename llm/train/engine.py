@@ -72,7 +72,10 @@ def init_distributed(*, timeout_s: float) -> DistInfo:
         # ranks on one machine share its cores; oversubscribed threads slow every rank down
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.local_world_size))
     timeout = timedelta(seconds=timeout_s)
+    # Groups made without a timeout (ZeRO's, DeepSpeed's) take torch's default for their backend:
+    # gloo's and NCCL's are separate (NCCL's is 10 minutes), so lower both.
     dist.distributed_c10d.default_pg_timeout = timeout
+    dist.distributed_c10d.default_pg_nccl_timeout = timeout
     deepspeed.init_distributed(auto_mpi_discovery=False, timeout=timeout, verbose=False)
     if torch.cuda.is_available():
         torch.cuda.set_device(info.local_rank)
@@ -81,6 +84,26 @@ def init_distributed(*, timeout_s: float) -> DistInfo:
         except UsageError as err:
             fail(str(err), quiet=not info.is_main)
     return info
+
+
+def group_timeouts() -> dict[str, float]:
+    """Every process group of this process and its timeout in seconds, read back from torch.
+
+    Keyed by group name, with ":cpu" / ":cuda" added where a group has a separate backend per device.
+    """
+    found: dict[str, float] = {}
+    for group in list(dist.distributed_c10d._world.pg_map):
+        backends: dict[int, tuple[str, Any]] = {}
+        for kind in ("cuda", "cpu"):
+            try:
+                backend = group._get_backend(torch.device(kind))
+            except RuntimeError:
+                continue  # no backend of this group serves that device
+            backends.setdefault(id(backend), (kind, backend))
+        for kind, backend in backends.values():
+            name = group.group_name if len(backends) == 1 else f"{group.group_name}:{kind}"
+            found[name] = backend.options._timeout.total_seconds()
+    return found
 
 
 def device() -> torch.device:
@@ -105,6 +128,11 @@ def build_engine(model: nn.Module, settings: DeepSpeedSettings) -> Any:
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=_param_groups(model), config=settings.config
     )
+    if dist.get_world_size() == 1 and engine.zero_optimization_stage() == 0:
+        # One rank has nothing to average, but DeepSpeed would still flatten every gradient into
+        # one buffer, all-reduce it with itself and copy it back, each step (~3% of a CPU step in
+        # benchmarks/results/trainer_vs_plain.md). ZeRO 1-3 reduce into their own buffers: kept.
+        engine.enable_backward_allreduce = False
     return engine
 
 

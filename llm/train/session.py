@@ -26,7 +26,14 @@ from llm.telemetry.schema import RunStateEvent
 from llm.telemetry.sinks import EventLog, JsonlSink, MonitorSink, ProgressBar, Sink, last_seq
 from llm.train import checkpoint
 from llm.train.collectives import Collectives
-from llm.train.engine import build_engine, device, dist_env, init_distributed, monitor_writer
+from llm.train.engine import (
+    build_engine,
+    device,
+    dist_env,
+    group_timeouts,
+    init_distributed,
+    monitor_writer,
+)
 from llm.train.loop import LoopContext, train
 from llm.train.plan import RUNS_ROOT, Plan
 from llm.train.rundir import code_version, config_hash, hardware, new_run_id, write_run_files
@@ -199,6 +206,8 @@ def _start_events(
         "hardware": hardware(world_size),
         "peak_flops": peak,
         "peak_flops_how": peak_how,  # rank 0's measurement or data-sheet figure, per device
+        # every process group rank 0 holds once the engine is built (ours and DeepSpeed's), read back
+        "process_group_timeouts_s": group_timeouts(),
         **hashes,
     }
     name = "run" if start is None else f"resume-{step:08d}"

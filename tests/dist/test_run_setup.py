@@ -1,0 +1,79 @@
+"""What a 2-rank run sets up: every process group bounded by --dist-timeout, a self-contained run
+directory that `llm.generate` reads from any folder without DeepSpeed, and how the MFU peak was taken."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, child_env, ds_config, run_train, tiny_args
+
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
+
+DIST_TIMEOUT = 77.0
+SPARE_TIMEOUT = 24 * 3600.0  # the one group meant to outlast data preparation (llm/train/session.py)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("setup")
+    config = ds_config(tmp, zero_optimization={"stage": 2})  # ZeRO-2 makes DeepSpeed's own groups
+    run_dir = tmp / "run"
+    args = tiny_args(run_dir, "--max-steps", "2", "--eval-every", "100", "--dist-timeout", DIST_TIMEOUT)
+    args[args.index("--data-cache") + 1] = ".cache/test-data"  # relative to the checkout, as users type it
+    done = run_train(["--deepspeed", str(config), *args], nproc=2)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return run_dir
+
+
+def test_every_process_group_has_the_jobs_timeout(run_dir: Path) -> None:
+    timeouts = json.loads((run_dir / "run.json").read_text())["process_group_timeouts_s"]
+    print(timeouts)
+    assert len(timeouts) >= 3  # the world, our spare group, DeepSpeed's ZeRO groups
+    assert sorted(set(timeouts.values())) == [DIST_TIMEOUT, SPARE_TIMEOUT]
+    assert list(timeouts.values()).count(SPARE_TIMEOUT) == 1
+
+
+def test_nccl_groups_default_to_the_jobs_timeout_too() -> None:
+    """NCCL groups made without a timeout take torch's NCCL default (10 min), not gloo's: both are set."""
+    code = (
+        "from llm.train.engine import init_distributed; init_distributed(timeout_s=33);"
+        "from torch.distributed import distributed_c10d as c;"
+        "print(c._get_default_timeout(c.Backend.NCCL).total_seconds(),"
+        " c._get_default_timeout(c.Backend.GLOO).total_seconds())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["33.0", "33.0"]
+
+
+def test_generate_from_another_folder_without_deepspeed(run_dir: Path, tmp_path: Path) -> None:
+    record = json.loads((run_dir / "run.json").read_text())
+    assert Path(record["dataset"]["path"]).is_absolute()
+    assert (run_dir / "tokenizer.json").read_bytes() == (
+        Path(record["dataset"]["path"]) / "tokenizer.json"
+    ).read_bytes()
+    cmd = [
+        sys.executable, "-X", "importtime", "-m", "llm.generate", "--checkpoint", str(run_dir), "--prompt",
+        "def ", "--max-new-tokens", "8", "--seed", "1",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("def ")
+    imported = [
+        line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")
+    ]
+    assert "torch" in imported and not any(name.startswith("deepspeed") for name in imported)
+
+
+def test_run_json_says_how_the_peak_was_taken(run_dir: Path) -> None:
+    record = json.loads((run_dir / "run.json").read_text())
+    how = record["peak_flops_how"]
+    assert how["source"] in ("measured", "cache") and how["flops"] > 0 and how["shapes"]
+    assert record["peak_flops"] > 0
