@@ -67,7 +67,10 @@ def test_a_dead_or_frozen_rank_ends_the_job_then_resume_continues(tmp_path: Path
 def test_kill_during_a_checkpoint_save_keeps_the_previous_one(tmp_path: Path) -> None:
     """A real SIGKILL at the worst moment: shards written, manifest not yet (LLM_FAILPOINT)."""
     run_dir = tmp_path / "run"
-    args = ["--max-steps", "10", "--save-every", "5", "--log-every", "1", "--eval-every", "100", *tiny_args(run_dir)]
+    args = [
+        "--max-steps", "10", "--save-every", "5", "--log-every", "1", "--eval-every", "100",
+        *tiny_args(run_dir),
+    ]  # fmt: skip
     proc = start_train(args, log=tmp_path / "log", LLM_FAILPOINT="checkpoint.before_manifest@10")
     try:
         code = proc.wait(timeout=300)
