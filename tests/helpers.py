@@ -51,6 +51,8 @@ def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
+    # the suite tests the CPU path on every machine: a GPU would change the default config and preset
+    env["CUDA_VISIBLE_DEVICES"] = ""
     env.update(extra)
     return env
 
@@ -98,7 +100,12 @@ def metrics(run_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in metrics(run_dir, "train")}
+    """Loss by step; a step logged twice (e.g. redone after a resume) fails the calling test."""
+    records = metrics(run_dir, "train")
+    steps = [r["step"] for r in records]
+    repeated = sorted({s for s in steps if steps.count(s) > 1})
+    assert not repeated, f"{run_dir / 'metrics.jsonl'}: steps logged more than once: {repeated}"
+    return {r["step"]: r["loss"] for r in records}
 
 
 def wait_for(
