@@ -26,15 +26,23 @@ pytestmark = [pytest.mark.dist, pytest.mark.slow]
 MAX_STEPS = 45
 
 
-@pytest.mark.parametrize("stage", [1, 2, 3])
-def test_sigterm_then_resume_auto_matches_an_unbroken_run(tmp_path: Path, stage: int) -> None:
+@pytest.mark.parametrize(
+    ("stage", "dropout"),
+    # with dropout, the masks after the resume come from the restored RNG states
+    [(1, 0.0), (2, 0.0), (3, 0.0), (2, 0.1)],
+    ids=["zero1", "zero2", "zero3", "zero2-dropout"],
+)
+def test_sigterm_then_resume_auto_matches_an_unbroken_run(tmp_path: Path, stage: int, dropout: float) -> None:
     config = ds_config(
         tmp_path,
         train_micro_batch_size_per_gpu=4,
         gradient_accumulation_steps=2,
         zero_optimization={"stage": stage},
     )
-    common = ["--deepspeed", str(config), "--max-steps", str(MAX_STEPS), "--log-every", "1", "--eval-every", "15"]
+    common = [
+        "--deepspeed", str(config), "--max-steps", str(MAX_STEPS), "--log-every", "1", "--eval-every", "15",
+        "--dropout", str(dropout),
+    ]  # fmt: skip
 
     full_dir = tmp_path / "full"
     done = run_train([*common, *tiny_args(full_dir)], nproc=2)
@@ -43,7 +51,9 @@ def test_sigterm_then_resume_auto_matches_an_unbroken_run(tmp_path: Path, stage:
     stopped_dir = tmp_path / "stopped"
     launcher = start_train([*common, *tiny_args(stopped_dir)], nproc=2, log=tmp_path / "stopped.log")
     try:
-        wait_for(lambda: max(train_losses(stopped_dir), default=0) >= 5, timeout=300, what="step 5", proc=launcher)
+        wait_for(
+            lambda: max(train_losses(stopped_dir), default=0) >= 5, timeout=300, what="step 5", proc=launcher
+        )
         for rank in rank_processes(launcher):  # as a scheduler signals every task of a job
             rank.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=120) == 0, (tmp_path / "stopped.log").read_text()[-3000:]
@@ -59,10 +69,15 @@ def test_sigterm_then_resume_auto_matches_an_unbroken_run(tmp_path: Path, stage:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert any(r["state"] == "resumed" and r["step"] == k for r in metrics(stopped_dir, "run_state"))
 
+    # every step logged once: the resumed run logs no step <= k again (train_losses refuses repeats)
     full, resumed = train_losses(full_dir), train_losses(stopped_dir)
+    assert sorted(resumed) == list(range(1, MAX_STEPS + 1))
     steps = range(k + 1, k + 21)
     worst = max(abs(full[s] - resumed[s]) for s in steps)
-    print(f"ZeRO-{stage}: stopped at step {k}; largest loss difference over steps {k + 1}..{k + 20}: {worst:.2e}")
+    print(
+        f"ZeRO-{stage}, dropout {dropout}: stopped at step {k}; "
+        f"largest loss difference over steps {k + 1}..{k + 20}: {worst:.2e}"
+    )
     assert worst <= 1e-6
     # the evaluations after the resume agree too
     full_eval = {r["step"]: r["val_loss"] for r in metrics(full_dir, "eval")}
@@ -82,7 +97,7 @@ def test_sigint_to_a_single_process_saves_and_exits_zero(tmp_path: Path) -> None
         assert proc.wait(timeout=120) == 0, (tmp_path / "log").read_text()[-3000:]
     finally:
         kill_tree(proc)
-    stop = [r for r in metrics(run_dir, "run_state") if r["state"] == "stopped"][0]
+    stop = next(r for r in metrics(run_dir, "run_state") if r["state"] == "stopped")
     assert (run_dir / "checkpoints" / "latest").read_text() == f"step_{stop['step']:08d}"
     assert (run_dir / "checkpoints" / f"step_{stop['step']:08d}" / "manifest.json").is_file()
 
@@ -94,7 +109,9 @@ def test_ctrl_c_to_the_launchers_process_group_saves_a_complete_checkpoint(tmp_p
     args = ["--max-steps", "100000", "--log-every", "1", "--save-every", "100000", *tiny_args(run_dir)]
     launcher = start_train(args, nproc=2, log=tmp_path / "log")
     try:
-        wait_for(lambda: max(train_losses(run_dir), default=0) >= 3, timeout=300, what="step 3", proc=launcher)
+        wait_for(
+            lambda: max(train_losses(run_dir), default=0) >= 3, timeout=300, what="step 3", proc=launcher
+        )
         os.killpg(launcher.pid, signal.SIGINT)
         launcher.wait(timeout=120)
     finally:
