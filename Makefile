@@ -6,7 +6,14 @@ PY := $(VENV)/bin/python
 DEEPSPEED := $(VENV)/bin/deepspeed
 STAMP := $(VENV)/.setup-done
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# `make demo` for a short run elsewhere: `make demo DEMO_STEPS=8 DEMO_RUN_DIR=/tmp/demo`; HAS_GPU= on the
+# command line takes the CPU path on any machine (DEMO_ENV hides CUDA from the launcher and llm.generate).
 DEMO_PORT ?= 29517
+DEMO_STEPS ?= $(if $(HAS_GPU),300,800)
+# evaluate and save four times (a quarter of the steps, rounded up)
+DEMO_EVERY ?= $(shell echo $$(( ($(DEMO_STEPS) + 3) / 4 )))
+DEMO_RUN_DIR ?= runs/demo
+DEMO_ENV = $(if $(HAS_GPU),,CUDA_VISIBLE_DEVICES= DS_ACCELERATOR=cpu)
 
 .PHONY: setup demo test test-fast lint typecheck bench gpu-check clean
 
@@ -25,13 +32,14 @@ endif
 
 demo: setup
 ifeq ($(HAS_GPU),)
-	$(DEEPSPEED) --num_gpus 2 --master_port $(DEMO_PORT) launch/train.py --deepspeed ds_configs/cpu.json \
-		--model tiny --max-steps 800 --eval-every 200 --save-every 200 --run-dir runs/demo --resume auto
+	$(DEMO_ENV) $(DEEPSPEED) --num_gpus 2 --master_port $(DEMO_PORT) launch/train.py \
+		--deepspeed ds_configs/cpu.json --model tiny --max-steps $(DEMO_STEPS) --eval-every $(DEMO_EVERY) \
+		--save-every $(DEMO_EVERY) --run-dir $(DEMO_RUN_DIR) --resume auto
 else
-	$(DEEPSPEED) launch/train.py --deepspeed ds_configs/3090.json --max-steps 300 --eval-every 100 \
-		--save-every 100 --run-dir runs/demo --resume auto
+	$(DEEPSPEED) launch/train.py --deepspeed ds_configs/3090.json --max-steps $(DEMO_STEPS) \
+		--eval-every $(DEMO_EVERY) --save-every $(DEMO_EVERY) --run-dir $(DEMO_RUN_DIR) --resume auto
 endif
-	$(PY) -m llm.generate --checkpoint runs/demo --prompt "def " --max-new-tokens 120
+	$(DEMO_ENV) $(PY) -m llm.generate --checkpoint $(DEMO_RUN_DIR) --prompt "def " --max-new-tokens 120
 
 lint: setup
 	$(VENV)/bin/ruff check .
