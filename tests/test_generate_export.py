@@ -18,6 +18,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, load_model
 
+from llm.checkpoints.trained import load_trained
+from llm.checkpoints.weights import load_model_weights
 from llm.data.tokenizer import Tokenizer
 from llm.errors import UsageError
 from llm.export import load_exported
@@ -25,8 +27,6 @@ from llm.export import main as export_main
 from llm.generate import complete
 from llm.model.config import GPTConfig
 from llm.model.gpt import GPT
-from llm.checkpoints.weights import load_model_weights
-from llm.checkpoints.trained import load_trained
 from tests.helpers import DATA_CACHE, REPO, child_env, ds_config, run_train, tiny_args
 
 pytestmark = pytest.mark.slow
@@ -231,10 +231,28 @@ def test_a_run_whose_latest_save_did_not_finish_falls_back(runs: dict[int, Path]
         load_trained(checkpoint_folder(run_dir, STEPS))
 
 
-def test_a_run_whose_dataset_folder_is_gone_is_refused(runs: dict[int, Path], tmp_path: Path) -> None:
+def test_a_run_is_self_contained_and_refused_only_without_any_tokenizer(
+    runs: dict[int, Path], tmp_path: Path
+) -> None:
     run_dir = shutil.copytree(runs[1], tmp_path / "moved-run")
     record = json.loads((run_dir / "run.json").read_text())
     record["dataset"]["path"] = str(tmp_path / "deleted-dataset")
     (run_dir / "run.json").write_text(json.dumps(record))
-    with pytest.raises(UsageError, match=r"deleted-dataset .* is gone"):
+    assert load_trained(run_dir).tokenizer_path == run_dir / "tokenizer.json"  # the run's own copy
+    (run_dir / "tokenizer.json").unlink()
+    with pytest.raises(
+        UsageError, match=r"not in .*moved-run, and the dataset folder .*deleted-dataset is gone"
+    ):
         load_trained(run_dir)
+
+
+@pytest.mark.parametrize("stage", [1, 3])
+def test_our_zero_reader_matches_deepspeeds_zero_to_fp32(runs: dict[int, Path], stage: int) -> None:
+    """llm/checkpoints/weights.py rebuilds the weights without DeepSpeed; DeepSpeed's own tool agrees."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    folder = checkpoint_folder(runs[stage], STEPS)
+    ours = load_model_weights(folder)
+    theirs = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
