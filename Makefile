@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 DEEPSPEED := $(VENV)/bin/deepspeed
 STAMP := $(VENV)/.setup-done
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH_CPU ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # `make demo` for a short run elsewhere: `make demo DEMO_STEPS=8 DEMO_RUN_DIR=/tmp/demo`; HAS_GPU= on the
 # command line takes the CPU path on any machine (DEMO_ENV hides CUDA from the launcher and llm.generate).
 DEMO_PORT ?= 29517
@@ -15,17 +17,20 @@ DEMO_EVERY ?= $(shell echo $$(( ($(DEMO_STEPS) + 3) / 4 )))
 DEMO_RUN_DIR ?= runs/demo
 DEMO_ENV = $(if $(HAS_GPU),,CUDA_VISIBLE_DEVICES= DS_ACCELERATOR=cpu)
 
-.PHONY: setup demo test test-fast lint typecheck bench gpu-check clean
+.PHONY: setup demo test test-fast test-fake-cuda lint typecheck bench gpu-check clean
 
 setup: $(STAMP)
 
 # Idempotent: redone only when pyproject.toml changes. Without an NVIDIA GPU, install the CPU build of
-# torch first (it lies on this machine's disk), so the range in pyproject.toml pulls no CUDA build.
+# torch first, so the range in pyproject.toml pulls no CUDA build: a wheel pip already has locally
+# (find-links, as on our CI machines), else PyTorch's CPU wheel index. torch's own dependencies then
+# come from PyPI with the rest.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 ifeq ($(HAS_GPU),)
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-index --no-deps torch==$(TORCH_CPU) 2>/dev/null \
+		|| $(PY) -m pip install -q --no-deps --index-url $(TORCH_CPU_INDEX) torch==$(TORCH_CPU)
 endif
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
@@ -53,6 +58,10 @@ test: lint typecheck
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not dist"
+
+# the fast tests as a machine with a GPU runs them (a fake CUDA device in the test process; tests/conftest.py)
+test-fake-cuda: setup
+	TEST_FAKE_CUDA=1 $(VENV)/bin/pytest -q -rs -m "not dist and not slow"
 
 bench: setup
 	$(PY) benchmarks/trainer_vs_plain.py
