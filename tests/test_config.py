@@ -103,3 +103,18 @@ def test_help_lists_every_flag_with_its_default() -> None:
         if field.default is not None:
             assert f"default: {field.default}" in text, name
     assert "--deepspeed_config" in text and "--config RUN_FILE" in text
+
+
+def test_each_setting_is_defined_once_by_the_section_that_owns_it() -> None:
+    """RunConfig only unites the sections: every flag comes from exactly one section, and the model
+    overrides carry GPTConfig's own bounds (block_size >= 1 there, and so here)."""
+    from llm.config import MODEL_OVERRIDES, SECTIONS
+    from llm.model.config import GPTConfig
+
+    owners = [name for section in SECTIONS for name in section.model_fields]
+    assert sorted(owners) == sorted(RunConfig.model_fields)  # nothing defined twice or outside a section
+    for name in MODEL_OVERRIDES:
+        assert RunConfig.model_fields[name].metadata == GPTConfig.model_fields[name].metadata, name
+    with pytest.raises(UsageError, match="--block-size"):
+        load_run_config(["--block-size", "0"])
+    assert load_run_config(["--block-size", "4"]).model_section(cuda_available=False).block_size == 4
