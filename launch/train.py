@@ -17,6 +17,10 @@ from llm.errors import UsageError, fail
 def main(argv: list[str]) -> int:
     import os
 
+    if os.environ.get("DS_ACCELERATOR") == "cpu":
+        # DeepSpeed's launcher sets CUDA_VISIBLE_DEVICES for every rank even on the CPU accelerator:
+        # a CPU run must not see (or default to) a GPU the machine happens to have
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     from llm.train.plan import Plan  # torch, not DeepSpeed: after argparse's --help
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,6 +24,19 @@ DATA_CACHE = REPO / ".cache" / "test-data"
 CPU_CONFIG = REPO / "ds_configs" / "cpu.json"
 # a second real corpus that every machine with our dependencies has: pydantic's own sources
 SECOND_CORPUS = Path(__import__("pydantic").__file__).parent
+
+
+CODE_WORDS = "def return class import self for while if else print value index count total name".split()
+
+
+def write_code_corpus(root: Path, *, seed: int) -> Path:
+    """20 Python-like files of ~4 KB: enough for a 300-token BPE and 32-token blocks. Each seed gives
+    other text, so a test module that wants its own prepared dataset passes its own seed."""
+    rng = random.Random(seed)
+    for i in range(20):
+        lines = [f"def f{i}_{j}(x):\n    return " + " ".join(rng.choices(CODE_WORDS, k=6)) for j in range(80)]
+        (root / f"file{i:02d}.py").write_text("\n".join(lines) + "\n")
+    return root
 
 
 def free_port() -> int:
@@ -51,8 +65,11 @@ def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
-    # the suite tests the CPU path on every machine: a GPU would change the default config and preset
+    # the suite tests the CPU path on every machine: a GPU would change the default config and preset.
+    # DS_ACCELERATOR too: DeepSpeed's launcher resets CUDA_VISIBLE_DEVICES for its ranks, and
+    # launch/train.py hides CUDA again when the accelerator is the CPU
     env["CUDA_VISIBLE_DEVICES"] = ""
+    env["DS_ACCELERATOR"] = "cpu"
     env.update(extra)
     return env
 

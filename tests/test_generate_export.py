@@ -7,7 +7,6 @@ once for the module; every test reads them.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import subprocess
 import sys
@@ -27,29 +26,19 @@ from llm.export import main as export_main
 from llm.generate import complete
 from llm.model.config import GPTConfig
 from llm.model.gpt import GPT
-from tests.helpers import DATA_CACHE, REPO, child_env, ds_config, run_train, tiny_args
+from tests.helpers import DATA_CACHE, REPO, child_env, ds_config, run_train, tiny_args, write_code_corpus
 
 pytestmark = pytest.mark.slow
 
-WORDS = "def return class import self for while if else print value index count total name".split()
 PROMPT = "def "
 STEPS = 6
-
-
-def write_corpus(root: Path) -> Path:
-    """20 Python-like files of ~4 KB: enough for a 300-token BPE and 32-token blocks."""
-    rng = random.Random(0)
-    for i in range(20):
-        lines = [f"def f{i}_{j}(x):\n    return " + " ".join(rng.choices(WORDS, k=6)) for j in range(80)]
-        (root / f"file{i:02d}.py").write_text("\n".join(lines) + "\n")
-    return root
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[int, Path]]:
     """ZeRO stage -> a finished run directory with checkpoints at steps 3 and 6."""
     tmp = tmp_path_factory.mktemp("runs")
-    corpus = write_corpus(tmp_path_factory.mktemp("corpus"))
+    corpus = write_code_corpus(tmp_path_factory.mktemp("corpus"), seed=0)
     made = {}
     for stage in (1, 3):  # one after the other: the machine is small
         # Plain SGD: the update is lr x gradient, so both stages end at the same weights up to float

@@ -31,7 +31,15 @@ from llm.hf_export import export_hf  # noqa: E402
 from llm.model.config import GPTConfig  # noqa: E402
 from llm.model.gpt import GPT  # noqa: E402
 from llm.model.sampling import generate  # noqa: E402
-from tests.helpers import CPU_CONFIG, DATA_CACHE, REPO, child_env, run_train, tiny_args  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    CPU_CONFIG,
+    DATA_CACHE,
+    REPO,
+    child_env,
+    run_train,
+    tiny_args,
+    write_code_corpus,
+)
 
 TOLERANCE = 1e-4  # max |logit difference| in fp32
 NEW_TOKENS = 20
@@ -45,15 +53,6 @@ HF_FILES = [
     "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json",
     "tokenizer.json", "tokenizer_config.json",
 ]  # fmt: skip
-
-
-def write_corpus(root: Path) -> Path:
-    """20 Python-like files of ~4 KB (not the corpus of test_generate_export: its own cache entry)."""
-    rng = random.Random(5)
-    for i in range(20):
-        lines = [f"def g{i}_{j}(y):\n    " + " ".join(rng.choices(WORDS, k=6)) for j in range(80)]
-        (root / f"file{i:02d}.py").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def max_logit_difference(ours: GPT, folder: Path, idx: torch.Tensor) -> float:
@@ -186,7 +185,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     as a sinusoidal model without a third training run.
     """
     tmp = tmp_path_factory.mktemp("hf-runs")
-    corpus = write_corpus(tmp_path_factory.mktemp("hf-corpus"))
+    corpus = write_code_corpus(tmp_path_factory.mktemp("hf-corpus"), seed=5)
     made = {}
     for pos_encoding in ("learned", "rope"):  # one after the other: the machine is small
         run_dir = tmp / pos_encoding

@@ -130,10 +130,12 @@ def _measure(
     threads = threads or torch.get_num_threads()
     probes = [_fit(s) for s in PROBE_SHAPES]
     timed = list(dict.fromkeys([*probes, *(_fit(s) for s in shapes)]))
+    # its own generator: measuring must not move the global RNG that dropout and data draw from
+    rng = torch.Generator().manual_seed(0)
     operands = {
         (shape, dtype): (
-            torch.randn(shape[0], shape[1], dtype=dtype),
-            torch.randn(shape[1], shape[2], dtype=dtype),
+            torch.randn(shape[0], shape[1], dtype=dtype, generator=rng),
+            torch.randn(shape[1], shape[2], dtype=dtype, generator=rng),
         )
         for shape in timed
         for dtype in dtypes

@@ -58,6 +58,7 @@ def hardware(world_size: int) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "world_size": world_size,
         "cuda": torch.version.cuda,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
     }
     return info

@@ -75,6 +75,9 @@ def test_generate_from_another_folder_without_deepspeed(run_dir: Path, tmp_path:
 
 def test_run_json_says_how_the_peak_was_taken(run_dir: Path) -> None:
     record = json.loads((run_dir / "run.json").read_text())
+    # DeepSpeed's launcher set CUDA_VISIBLE_DEVICES=0,1 for the ranks; on the CPU accelerator the
+    # trainer hides CUDA again, so a GPU the machine has cannot change a CPU run
+    assert record["hardware"]["cuda_visible_devices"] == ""
     how = record["peak_flops_how"]
     assert how["source"] in ("measured", "cache") and how["flops"] > 0 and how["shapes"]
     assert record["peak_flops"] > 0
