@@ -1,0 +1,81 @@
+"""One rank at ZeRO-0 skips DeepSpeed's all-reduce of the gradients with itself, and trains the same.
+
+The all-reduce of one rank is an identity that still flattens and copies back every gradient each
+step (benchmarks/results/trainer_vs_plain.md); llm.train.engine.build_engine turns it off there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import REPO, child_env, ds_config
+
+# Builds the engine twice from the same seed: as build_engine leaves it, and with the all-reduce
+# forced back on; trains both on the same micro-batches (accumulation 2) and compares the weights.
+SCRIPT = """
+import json, sys
+from pathlib import Path
+import torch
+from llm.ds_config import load_ds_config
+from llm.model.config import from_preset
+from llm.model.gpt import GPT
+from llm.train.engine import build_engine, init_distributed
+
+init_distributed(timeout_s=60)
+settings = load_ds_config(Path(sys.argv[1]), world_size=1, cuda_available=False, max_steps=10)
+cfg = from_preset("tiny", vocab_size=256, block_size=32)
+
+def train(force_reduce):
+    torch.manual_seed(0)
+    engine = build_engine(GPT(cfg), settings)
+    reduces = engine.enable_backward_allreduce
+    engine.enable_backward_allreduce = reduces or force_reduce
+    data = torch.Generator().manual_seed(1)
+    for _ in range(6):
+        x, y = torch.randint(0, 256, (2, 4, 32), generator=data)
+        _, loss = engine(x, y)
+        engine.backward(loss)
+        engine.step()
+    return reduces, engine.global_steps, [p.detach().clone() for p in engine.module.parameters()]
+
+torch.manual_seed(0)
+initial = list(GPT(cfg).parameters())
+reduces, steps, weights = train(False)
+_, _, reference = train(True)
+diff = max((a - b).abs().max().item() for a, b in zip(weights, reference))
+moved = max((a - b).abs().max().item() for a, b in zip(weights, initial))
+print(json.dumps({"reduces": reduces, "steps": steps, "max_diff": diff, "moved": moved}))
+"""
+
+
+def _run(tmp_path: Path, stage: int) -> dict[str, object]:
+    config = ds_config(
+        tmp_path,
+        f"zero{stage}.json",
+        train_micro_batch_size_per_gpu=4,
+        gradient_accumulation_steps=2,
+        zero_optimization={"stage": stage},
+        scheduler=None,  # a constant LR: the warm-up's first steps would barely move the weights
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(config)],
+        cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_zero0_on_one_rank_skips_the_self_allreduce_and_trains_the_same(tmp_path: Path) -> None:
+    result = _run(tmp_path, 0)
+    assert result["reduces"] is False  # build_engine turned the identity all-reduce off
+    assert result["steps"] == 3  # 6 micro-batches, accumulation 2
+    assert result["max_diff"] == 0.0, result  # bit for bit what the all-reduce gave
+    assert result["moved"] > 1e-4, result  # and the weights did train
+
+
+def test_zero1_keeps_its_reduction(tmp_path: Path) -> None:
+    # ZeRO 1-3 reduce the gradients into their own partitions: without it nothing would update
+    assert _run(tmp_path, 1)["reduces"] is True
