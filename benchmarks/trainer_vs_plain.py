@@ -1,186 +1,339 @@
-"""Trainer vs a plain PyTorch loop: same model, batch, dtype and data, one process, measured in one run.
+"""Trainer vs a plain PyTorch loop and nanoGPT's recipe: same shape, batch, dtype and data, one process.
 
-    .venv/bin/python benchmarks/trainer_vs_plain.py [--steps 40] [--rounds 2]
+    .venv/bin/python benchmarks/trainer_vs_plain.py [--steps 40] [--rounds 3] [--zero-stages 0,1] [--profile]
+        [--fused-variants]
 
-Runs are interleaved (plain, trainer, plain, trainer, ...) because this machine is shared and noisy;
-each figure is the median over rounds of the median step rate after warm-up. Prints tokens/s of each,
-their ratio, and MFU against the fp32 matmul peak measured in this process. Writes
-benchmarks/results/trainer_vs_plain.{json,md}.
+Runs are interleaved (plain, nanoGPT, trainer ZeRO-0, trainer ZeRO-1, plain, ...) because this machine
+is shared and noisy; each figure is the median over rounds of the median window rate after warm-up.
+Every loop is timed the trainer's way: a window of `--log-every` steps that closes after `loss.item()`
+(the device sync). The trainer's headline figure is wall clock between consecutive train records, so
+its per-step logging counts too; the rate it logs itself is shown beside it. `--profile` adds where
+each step's time goes (torch.profiler; benchmarks/step_profile.py). Writes OUT/trainer_vs_plain.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from nanogpt_recipe import NanoConfig, NanoRecipe  # noqa: E402
+from step_profile import phase, profile_steps  # noqa: E402
+from trainer_report import label, write_report  # noqa: E402
 
 from llm.config import DataConfig  # noqa: E402
 from llm.data.loader import BatchSampler  # noqa: E402
 from llm.data.prepare import load_dataset, prepare_dataset  # noqa: E402
-from llm.model.config import from_preset  # noqa: E402
+from llm.model.config import GPTConfig, from_preset  # noqa: E402
 from llm.model.gpt import GPT  # noqa: E402
-from llm.telemetry.mfu import measure_cpu_peak_flops  # noqa: E402
+from llm.telemetry.mfu import cpu_peak_flops, model_matmul_shapes  # noqa: E402
 
 SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 256}
 MICRO_BATCH = 8
-WARMUP_STEPS = 5
-DATA_CACHE = REPO / "data" / "cache"
+RESULTS = REPO / "benchmarks" / "results"
+Step = Callable[[], torch.Tensor]  # one optimizer step; returns the loss, not yet synchronised
 
 
-def plain_loop(steps: int, dataset_path: Path) -> float:
-    """nanoGPT-style loop: forward, backward, clip, AdamW step. Returns median tokens/s after warm-up."""
-    dataset = load_dataset(dataset_path)
-    cfg = from_preset("tiny", **SHAPE, vocab_size=dataset.tokenizer.vocab_size)
-    torch.manual_seed(1337)
-    model = GPT(cfg)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
-    )  # fmt: skip
-    sampler = BatchSampler(
-        dataset.train, block_size=cfg.block_size, micro_batch=MICRO_BATCH, rank=0, world_size=1, seed=1337
-    )
-    rates = []
-    for step in range(WARMUP_STEPS + steps):
-        start = time.perf_counter()
-        x, y = sampler.next_batch()
-        _, loss = model(x, y)
+@dataclass(frozen=True)
+class Variant:
+    """The trainer at a ZeRO stage, with ds_configs/cpu.json's AdamW or with torch's fused kernel."""
+
+    stage: int
+    fused: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"trainer_zero{self.stage}" + ("_fused" if self.fused else "")
+
+
+class PlainLoop:
+    """Our GPT with a hand-written loop: forward, backward, clip, AdamW step (decay on matrices)."""
+
+    def __init__(self, cfg: GPTConfig, tokens: np.ndarray) -> None:
+        torch.manual_seed(1337)
+        self.model = GPT(cfg)
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
+        )  # fmt: skip
+        self.sampler = BatchSampler(
+            tokens, block_size=cfg.block_size, micro_batch=MICRO_BATCH, rank=0, world_size=1, seed=1337
+        )
+
+    def step(self) -> torch.Tensor:
+        with phase("next_batch"):
+            x, y = self.sampler.next_batch()
+        with phase("forward"):
+            _, loss = self.model(x, y)
         assert loss is not None
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        loss.item()
-        if step >= WARMUP_STEPS:
-            rates.append(MICRO_BATCH * cfg.block_size / (time.perf_counter() - start))
-    return statistics.median(rates)
+        with phase("zero_grad"):
+            self.optimizer.zero_grad(set_to_none=True)
+        with phase("backward"):
+            loss.backward()
+        with phase("clip"):
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        with phase("optimizer"):
+            self.optimizer.step()
+        return loss.detach()
 
 
-def trainer(steps: int, workdir: Path, *, zero_stage: int) -> tuple[float, float]:
-    """The real trainer, one process. Returns median tokens/s and MFU of its log windows after warm-up."""
+def window_rates(step: Step, *, warmup: int, steps: int, log_every: int, tokens_per_step: int) -> list[float]:
+    """tokens/s of each logging window after warm-up, timed as the trainer times its windows:
+    the window opens when the last one closed and closes after `loss.item()`."""
+    rates: list[float] = []
+    start, in_window = time.perf_counter(), 0
+    for n in range(1, warmup + steps + 1):
+        loss = step()
+        in_window += 1
+        if n % log_every == 0:
+            with phase("loss.item (log)"):
+                loss.item()
+            elapsed = time.perf_counter() - start
+            if n - in_window >= warmup:
+                rates.append(in_window * tokens_per_step / elapsed)
+            start, in_window = time.perf_counter(), 0
+    return rates
+
+
+def trainer_cmd(
+    workdir: Path, variant: Variant, *, max_steps: int, log_every: int, data_cache: Path
+) -> tuple[list[str], Path]:
+    """launch/train.py's flags for one process at this shape, and the run directory it writes."""
     config = json.loads((REPO / "ds_configs" / "cpu.json").read_text())
     config["train_micro_batch_size_per_gpu"] = MICRO_BATCH
     config["gradient_accumulation_steps"] = 1
-    config["zero_optimization"] = {"stage": zero_stage}
-    ds_path = workdir / "ds.json"
+    config["zero_optimization"] = {"stage": variant.stage}
+    if variant.fused:
+        config["optimizer"]["params"]["fused"] = True  # passed through to torch.optim.AdamW
+    ds_path = workdir / f"ds-{variant.name}.json"
     ds_path.write_text(json.dumps(config))
     run_dir = workdir / f"run-{time.time_ns()}"
     shape = [f"--{k.replace('_', '-')}={v}" for k, v in SHAPE.items()]
-    cmd = [
-        sys.executable, "launch/train.py", "--deepspeed", str(ds_path), "--model", "tiny", *shape,
-        "--max-steps", str(WARMUP_STEPS + steps), "--log-every", "1", "--eval-every", "1000000",
+    args = [
+        "--deepspeed", str(ds_path), "--model", "tiny", *shape, "--max-steps", str(max_steps),
+        "--log-every", str(log_every), "--eval-every", "1000000", "--eval-batches", "1",
         "--save-every", "1000000", "--no-progress", "--sample-tokens", "0", "--run-dir", str(run_dir),
-        "--data-cache", str(DATA_CACHE),
+        "--data-cache", str(data_cache),
     ]  # fmt: skip
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    # the last step is followed by the end-of-run save and eval; it is timed before them, but skip it
-    train = [r for r in records if r["type"] == "train" and WARMUP_STEPS < r["step"] < WARMUP_STEPS + steps]
-    return statistics.median(r["tokens_per_s"] for r in train), statistics.median(r["mfu"] for r in train)
+    return args, run_dir
 
 
-def main() -> None:
+def child_env() -> dict[str, str]:
+    """The trainer's process: the CPU path, whatever accelerator this machine has."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
+    return {**env, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+
+
+def trainer(
+    workdir: Path, variant: Variant, *, warmup: int, steps: int, log_every: int, data_cache: Path
+) -> tuple[float, float]:
+    """The real trainer in its own process. Returns the median tokens/s of its windows after warm-up:
+    by wall clock between consecutive train records, and as the trainer logged them."""
+    args, run_dir = trainer_cmd(
+        workdir, variant, max_steps=warmup + steps, log_every=log_every, data_cache=data_cache
+    )
+    done = subprocess.run(
+        [sys.executable, "launch/train.py", *args], cwd=REPO, env=child_env(), capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the trainer failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = sorted((r for r in map(json.loads, lines) if r["type"] == "train"), key=lambda r: r["step"])
+    tokens_per_step = MICRO_BATCH * SHAPE["block_size"]
+    wall = [
+        (b["step"] - a["step"]) * tokens_per_step / (b["time"] - a["time"])
+        for a, b in itertools.pairwise(records)
+        if a["step"] >= warmup
+    ]
+    logged = [r["tokens_per_s"] for r in records if r["step"] - log_every >= warmup]
+    return statistics.median(wall), statistics.median(logged)
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def profile_all(
+    *, cfg: GPTConfig, tokens: np.ndarray, variants: list[Variant], data_cache: Path, warmup: int, steps: int
+) -> dict[str, Any]:
+    """Per-step breakdown of each loop (torch.profiler, CPU time): phases and top ops by self time."""
+    print(f"profiling {steps} steps of each after {warmup} warm-up steps ...", flush=True)
+    nano = NanoRecipe(_nano_config(cfg), tokens, batch=MICRO_BATCH, total_steps=warmup + steps)
+    plain = PlainLoop(cfg, tokens)
+
+    def with_sync(step: Step) -> Callable[[], None]:
+        def run() -> None:
+            loss = step()
+            with phase("loss.item (log)"):
+                loss.item()
+
+        return run
+
+    out = {
+        "plain": profile_steps(with_sync(plain.step), warmup=warmup, steps=steps),
+        "nanogpt": profile_steps(with_sync(nano.step), warmup=warmup, steps=steps),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in variants:
+            args, _ = trainer_cmd(
+                Path(tmp), variant, max_steps=warmup + steps + 1, log_every=1, data_cache=data_cache
+            )
+            target = Path(tmp) / f"profile-{variant.name}.json"
+            cmd = [
+                sys.executable, "benchmarks/step_profile.py", "--out", str(target), "--warmup", str(warmup),
+                "--steps", str(steps), "--", *args,
+            ]  # fmt: skip
+            done = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"profiling the trainer failed:\n{done.stderr[-3000:]}")
+            out[variant.name] = json.loads(target.read_text())
+    return out
+
+
+def _nano_config(cfg: GPTConfig) -> NanoConfig:
+    return NanoConfig(
+        vocab_size=cfg.vocab_size,
+        block_size=cfg.block_size,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_embd=cfg.n_embd,
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per run, after warm-up")
+    parser.add_argument("--warmup", type=int, default=5, help="steps per run before timing starts")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are medians")
+    parser.add_argument("--log-every", type=int, default=1, help="steps per timing window (trainer's too)")
     parser.add_argument(
         "--zero-stages", default="0,1", help="ZeRO stages to run the trainer with (0: what one process needs)"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--fused-variants",
+        action="store_true",
+        help="also run each stage with torch's fused AdamW (optimizer.params.fused) in the trainer's JSON",
+    )
+    parser.add_argument("--profile", action="store_true", help="add a torch.profiler breakdown per loop")
+    parser.add_argument("--profile-steps", type=int, default=10, help="steps recorded by --profile")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for trainer_vs_plain.{json,md}")
+    parser.add_argument("--data-cache", type=Path, default=REPO / "data" / "cache", help="prepared tokens")
+    args = parser.parse_args(argv)
+    if args.steps < args.log_every or args.rounds < 1 or args.warmup < 1:
+        parser.error("need --steps >= --log-every, --rounds >= 1 and --warmup >= 1")
+    return args
 
-    dataset_path = prepare_dataset(DataConfig(cache_dir=DATA_CACHE), progress=False)
-    vocab = load_dataset(dataset_path).tokenizer.vocab_size
-    cfg = from_preset("tiny", **SHAPE, vocab_size=vocab)
-    peak = measure_cpu_peak_flops(seconds=2.0)
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = "benchmarks/trainer_vs_plain.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    # the trainer gives a process on this machine all its cores (llm/train/engine.py): so do the baselines
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)
+    load_before = load()
+    dataset = load_dataset(prepare_dataset(DataConfig(data_cache=args.data_cache), progress=False))
+    cfg = from_preset("tiny", **SHAPE, vocab_size=dataset.tokenizer.vocab_size)
+    tokens_per_step = MICRO_BATCH * cfg.block_size
+    shapes = model_matmul_shapes(tokens=tokens_per_step, width=cfg.n_embd, vocab=cfg.vocab_size)
+    peak, peak_how = cpu_peak_flops(matmul_shapes=shapes, precision="fp32")  # every loop here runs on the CPU
     stages = [int(x) for x in args.zero_stages.split(",")]
-    plain_rates: list[float] = []
-    trainer_rates: dict[int, list[float]] = {z: [] for z in stages}
-    trainer_mfus: dict[int, list[float]] = {z: [] for z in stages}
+    variants = [Variant(z) for z in stages] + [Variant(z, fused=True) for z in stages if args.fused_variants]
+    names = ["plain", "nanogpt", *(v.name for v in variants)]
+    rounds: dict[str, list[float]] = {name: [] for name in names}
+    logged: dict[str, list[float]] = {v.name: [] for v in variants}
+    window = dict(warmup=args.warmup, steps=args.steps, log_every=args.log_every)
+
+    def median_rate(step: Step) -> float:
+        return statistics.median(window_rates(step, **window, tokens_per_step=tokens_per_step))
+
+    fused = False
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
-            plain_rates.append(plain_loop(args.steps, dataset_path))
-            line = f"round {round_ + 1}: plain {plain_rates[-1]:,.0f} tok/s"
-            for stage in stages:
-                rate, mfu = trainer(args.steps, Path(tmp), zero_stage=stage)
-                trainer_rates[stage].append(rate)
-                trainer_mfus[stage].append(mfu)
-                line += f", trainer ZeRO-{stage} {rate:,.0f} tok/s"
-            print(line, flush=True)
-
-    plain = statistics.median(plain_rates)
-    ours = {z: statistics.median(r) for z, r in trainer_rates.items()}
-    flops_per_token = GPT.flops_per_token(cfg)
+            rounds["plain"].append(median_rate(PlainLoop(cfg, dataset.train).step))
+            nano = NanoRecipe(
+                _nano_config(cfg), dataset.train, batch=MICRO_BATCH, total_steps=args.warmup + args.steps
+            )
+            fused = nano.fused
+            rounds["nanogpt"].append(median_rate(nano.step))
+            del nano
+            for variant in variants:
+                wall, as_logged = trainer(Path(tmp), variant, **window, data_cache=args.data_cache)
+                rounds[variant.name].append(wall)
+                logged[variant.name].append(as_logged)
+            done = ", ".join(f"{label(n)} {rounds[n][-1]:,.0f}" for n in names)
+            print(f"round {round_ + 1}: {done} tokens/s", flush=True)
+    profile = None
+    if args.profile:
+        profile = profile_all(
+            cfg=cfg, tokens=dataset.train, variants=variants, data_cache=args.data_cache,
+            warmup=args.warmup, steps=args.profile_steps,
+        )  # fmt: skip
     result = {
-        "what": "trainer (DeepSpeed, 1 process) vs plain PyTorch loop, same model/batch/dtype/data",
+        "what": "trainer (DeepSpeed, 1 process) vs a plain PyTorch loop and nanoGPT's recipe; same shape, "
+        "batch, dtype and data",
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_before": load_before,
+        "load_after": load(),
         "model": cfg.model_dump(),
         "parameters": GPT.parameter_count(cfg),
         "micro_batch": MICRO_BATCH,
         "dtype": "fp32",
+        "warmup_steps": args.warmup,
         "steps_per_round": args.steps,
         "rounds": args.rounds,
-        "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-        "measured_peak_gflops": peak / 1e9,
-        "flops_per_token": flops_per_token,
-        "plain_tokens_per_s": plain,
-        "plain_mfu": plain * flops_per_token / peak,
-        "plain_rounds": plain_rates,
-        "trainer": {
-            f"zero{z}": {
-                "tokens_per_s": ours[z],
-                "ratio_trainer_over_plain": ours[z] / plain,
-                "mfu_vs_this_peak": ours[z] * flops_per_token / peak,
-                "mfu_as_logged": statistics.median(trainer_mfus[z]),
-                "rounds": trainer_rates[z],
-            }
-            for z in stages
-        },
-        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "log_every": args.log_every,
+        "nanogpt_fused_adamw": fused,
+        "peak_flops": peak,
+        "peak_how": peak_how,
+        "flops_per_token": GPT.flops_per_token(cfg),
+        "runs": {name: _summary(rounds[name], logged.get(name), cfg, peak) for name in names},
+        "profile": profile,
     }
-    out = REPO / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "trainer_vs_plain.json").write_text(json.dumps(result, indent=2) + "\n")
-    command = (
-        f"benchmarks/trainer_vs_plain.py --steps {args.steps} --rounds {args.rounds} "
-        f"--zero-stages {args.zero_stages}"
-    )
-    lines = [
-        "# Trainer vs plain PyTorch loop (CPU, fp32, 1 process)",
-        "",
-        f"Measured {result['date']} by `{command}` on {result['machine']};",
-        f"model {SHAPE}, vocab {vocab}, micro-batch {MICRO_BATCH}.",
-        "",
-        "| | tokens/s | MFU (vs measured fp32 matmul peak) | ratio to plain |",
-        "| --- | ---: | ---: | ---: |",
-        f"| plain loop | {plain:,.0f} | {result['plain_mfu']:.1%} | 1 |",
-        *(
-            f"| trainer, ZeRO-{z} | {ours[z]:,.0f} | {ours[z] * flops_per_token / peak:.1%} | "
-            f"**{ours[z] / plain:.3f}** |"
-            for z in stages
-        ),
-        "",
-        f"Peak measured here: {peak / 1e9:.0f} GFLOP/s (fp32 1024² matmul, best of 2 s); "
-        f"FLOPs per token {flops_per_token / 1e6:.1f} M (6N + 12·L·T·C). Each figure is the median over "
-        "rounds of the median per-step rate after 5 warm-up steps; runs are interleaved.",
-        "",
-    ]
-    (out / "trainer_vs_plain.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    runs = result["runs"]
+    for run in runs.values():
+        run["over_plain"] = run["tokens_per_s"] / runs["plain"]["tokens_per_s"]
+        run["over_nanogpt"] = run["tokens_per_s"] / runs["nanogpt"]["tokens_per_s"]
+    text = write_report(result, args.out, data_prep=RESULTS / "data_prep.json")
+    print(text)
+
+
+def _summary(rates: list[float], logged: list[float] | None, cfg: GPTConfig, peak: float) -> dict[str, Any]:
+    tokens_per_s = statistics.median(rates)
+    out: dict[str, Any] = {
+        "tokens_per_s": tokens_per_s,
+        "rounds": rates,
+        "mfu": tokens_per_s * GPT.flops_per_token(cfg) / peak if peak else None,
+    }
+    if logged is not None:
+        out["tokens_per_s_as_logged"] = statistics.median(logged)
+        out["rounds_as_logged"] = logged
+    return out
 
 
 if __name__ == "__main__":

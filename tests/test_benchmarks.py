@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,47 @@ def test_run_configs_tabulates_a_real_run(tmp_path: Path) -> None:
     assert row["tokens_per_s"] > 0 and 0 < row["mfu"] < 1
     assert row["last_val_loss"] < row["first_val_loss"]
     assert "| ds_configs/cpu.json | CPU" in (tmp_path / "smoke.md").read_text()
+
+
+# a row of the printed table: | loop | tokens/s | trainer's own log | MFU | ÷ plain | ÷ nanoGPT |
+ROW = re.compile(
+    r"^\| (?P<loop>[^|]+?) \| (?P<tokens>[\d,]+) \| (?P<logged>[^|]+?) \| (?P<mfu>[^|]+?) \| "
+    r"\*\*(?P<over_plain>[\d.]+)\*\* \| \*\*(?P<over_nanogpt>[\d.]+)\*\* \|$"
+)
+
+
+@pytest.mark.slow
+def test_trainer_vs_plain_ratios_are_the_printed_rates_divided(tmp_path: Path) -> None:
+    """A short run: each ratio in the JSON is tokens/s ÷ tokens/s, as printed and as stored."""
+    cmd = [
+        sys.executable, "benchmarks/trainer_vs_plain.py", "--steps", "3", "--warmup", "1", "--rounds", "1",
+        "--zero-stages", "0", "--out", str(tmp_path), "--data-cache", str(DATA_CACHE),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    printed = {m["loop"]: m for m in map(ROW.match, done.stdout.splitlines()) if m}
+    result = json.loads((tmp_path / "trainer_vs_plain.json").read_text())
+    runs = result["runs"]
+    names = {"plain loop (our GPT)": "plain", "nanoGPT recipe": "nanogpt", "trainer, ZeRO-0": "trainer_zero0"}
+    assert set(printed) == set(names), done.stdout
+    shown = {names[k]: float(m["tokens"].replace(",", "")) for k, m in printed.items()}
+    for loop, name in names.items():
+        run, row = runs[name], printed[loop]
+        assert shown[name] == round(run["tokens_per_s"]), (name, shown[name], run["tokens_per_s"])
+        for base in ("plain", "nanogpt"):
+            stored, shown_ratio = run[f"over_{base}"], float(row[f"over_{base}"])
+            # the JSON ratio is the JSON rates divided ...
+            assert stored == pytest.approx(run["tokens_per_s"] / runs[base]["tokens_per_s"], rel=1e-9)
+            # ... and the printed rates divided, within their rounding to whole tokens/s
+            from_printed = shown[name] / shown[base]
+            slack = from_printed * (0.5 / shown[name] + 0.5 / shown[base]) + 5e-4
+            assert abs(stored - from_printed) <= slack, (name, base, stored, from_printed)
+            # the printed ratio is the stored one, to its three decimals
+            assert abs(shown_ratio - stored) <= 5e-4 + 1e-12, (name, base, shown_ratio, stored)
+    assert runs["trainer_zero0"]["tokens_per_s_as_logged"] > 0
+    assert len(result["load_before"]) == len(result["load_after"]) == 3
+    assert "--zero-stages 0" in result["command"] and result["profile"] is None
+    table = [line for line in done.stdout.splitlines() if ROW.match(line)]
+    assert table == [
+        line for line in (tmp_path / "trainer_vs_plain.md").read_text().splitlines() if ROW.match(line)
+    ]
