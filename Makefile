@@ -63,8 +63,11 @@ test-fast: setup
 test-fake-cuda: setup
 	TEST_FAKE_CUDA=1 $(VENV)/bin/pytest -q -rs -m "not dist and not slow"
 
+# CPU figures (benchmarks/README.md lists those recorded): data preparation against the tokenizer alone,
+# then the trainer against a plain loop and nanoGPT's recipe, with a profile of each step
 bench: setup
-	$(PY) benchmarks/trainer_vs_plain.py
+	$(PY) benchmarks/data_prep.py
+	$(PY) benchmarks/trainer_vs_plain.py --profile --fused-variants
 
 # On a machine with a GPU: fp16 (3090.json) and bf16 through DeepSpeed for real, each with the default
 # `3090` preset and the opt-in `1b-24gb-tight`, on one GPU whose allocator is capped at the 22.5 GiB that a
