@@ -63,8 +63,8 @@ def test_a_second_ctrl_c_later_exits_at_once_without_saving(tmp_path: Path) -> N
     run_dir = tmp_path / "run"
     # steps of several seconds: the first Ctrl-C waits for the step to end, the second does not
     args = tiny_args(
-        run_dir, "--max-steps", "1000", "--eval-every", "100000", "--log-every", "1", "--n-layer", "8",
-        "--n-embd", "512", "--n-head", "8", "--block-size", "512",
+        run_dir, "--max-steps", "1000", "--eval-every", "100000", "--eval-batches", "1", "--log-every", "1",
+        "--n-layer", "8", "--n-embd", "512", "--n-head", "8", "--block-size", "512",
     )  # fmt: skip
     args[args.index("--data-cache") + 1] = str(DATA_CACHE)
     proc = start_train(args, log=tmp_path / "log")

@@ -29,8 +29,8 @@ MAX_STEPS = 45
 @pytest.mark.parametrize(
     ("stage", "dropout"),
     # with dropout, the masks after the resume come from the restored RNG states
-    [(1, 0.0), (2, 0.0), (3, 0.0), (2, 0.1)],
-    ids=["zero1", "zero2", "zero3", "zero2-dropout"],
+    [(1, 0.0), (2, 0.1), (3, 0.0)],
+    ids=["zero1", "zero2-dropout", "zero3"],
 )
 def test_sigterm_then_resume_auto_matches_an_unbroken_run(tmp_path: Path, stage: int, dropout: float) -> None:
     config = ds_config(
