@@ -22,7 +22,7 @@ import torch
 from llm.checkpoints.catalogue import CheckpointCatalogue, tag_for
 from llm.checkpoints.manifest import CHECKPOINT_FORMAT_VERSION, MANIFEST_NAME, CheckpointManifest, FileEntry
 from llm.errors import UsageError
-from llm.storage import LocalStorage
+from llm.storage import Storage
 from llm.train.collectives import Collectives
 from llm.train.engine import DistInfo
 
@@ -53,7 +53,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _hash_files(storage: LocalStorage, tag: str) -> dict[str, FileEntry]:
+def _hash_files(storage: Storage, tag: str) -> dict[str, FileEntry]:
     return {
         name: FileEntry(sha256=storage.sha256(f"{tag}/{name}"), bytes=size)
         for name, size in storage.files(tag).items()
@@ -73,7 +73,7 @@ def save_checkpoint(
 ) -> Path:
     """Every rank calls this at the same step. `state` holds the manifest's training fields."""
     catalogue = CheckpointCatalogue.local(root)
-    storage = LocalStorage(root)
+    storage = catalogue.storage  # the same storage the catalogue commits through
     tag = tag_for(step)
     folder = catalogue.folder(tag)
     if catalogue.is_complete(tag):
