@@ -7,6 +7,7 @@ module and DeepSpeed are imported), so bad input ends the job with one line and 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import warnings
@@ -54,7 +55,11 @@ def _agree_or_exit(
             fail(message, quiet=not is_main)
         if is_main:
             print(f"error: {message}", file=sys.stderr, flush=True)
-        raise SystemExit(code)
+        # A stop signal during data preparation may leave the tokenizer's merges running in native
+        # code on a daemon thread, which crashes the interpreter's shutdown (SIGSEGV): leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _prepare_data(plan: Plan, collectives: Collectives, stop: StopSignal, *, is_main: bool) -> Path:
