@@ -88,8 +88,8 @@ class JobConfig(BaseModel):
 
 
 # The model's shape is GPTConfig's (llm/model/config.py): a preset, then any of these fields overridden.
-MODEL_OVERRIDES = ("n_layer", "n_head", "n_embd", "block_size", "pos_encoding", "dropout", "bias",
-                   "activation_checkpointing")  # fmt: skip
+MODEL_OVERRIDES = ("n_layer", "n_head", "n_embd", "block_size", "pos_encoding", "activation", "dropout",
+                   "bias", "activation_checkpointing")  # fmt: skip
 
 
 def _override(name: str) -> tuple[Any, Any]:

@@ -77,7 +77,7 @@ def load_exported(folder: Path) -> GPT:
     """A GPT (eval mode, CPU) from an export folder's config.json and model.safetensors."""
     from safetensors.torch import load_model
 
-    from llm.model.config import GPTConfig
+    from llm.model.config import stored_config
     from llm.model.gpt import GPT
 
     config = json.loads((folder / CONFIG).read_text())
@@ -85,7 +85,7 @@ def load_exported(folder: Path) -> GPT:
         raise UsageError(
             f"{folder / CONFIG}: architecture is {config.get('architecture')!r}, not {ARCHITECTURE}"
         )
-    model = GPT(GPTConfig.model_validate(config["model"]))
+    model = GPT(stored_config(config["model"]))
     load_model(model, str(folder / WEIGHTS), strict=True)  # drops the tied alias from what it expects
     return model.eval()
 

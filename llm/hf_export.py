@@ -11,9 +11,10 @@ OUT_DIR then opens with `AutoModelForCausalLM.from_pretrained(OUT_DIR)` and
                          where ours is [all q | all k | all v], so its rows are permuted
     sinusoidal        -> refused: neither architecture has fixed sinusoidal positions
 
-Both use GELU with the tanh approximation ("gelu_new", GPT-2's own) and LayerNorm eps 1e-5, torch's
-default and ours. A model trained with bias=False gets zero biases where the HF layer always has one
-(every layer of GPT-2; NeoX's MLP and LayerNorms): adding zero changes nothing, so the logits match.
+The MLP's activation goes across by name: exact GELU is HF's "gelu", the tanh approximation
+(`--activation gelu_tanh`) its "gelu_new". Both use LayerNorm eps 1e-5, torch's default and ours. A
+model trained with bias=False gets zero biases where the HF layer always has one (every layer of GPT-2;
+NeoX's MLP and LayerNorms): adding zero changes nothing, so the logits match.
 torch and transformers are imported only when an export runs: transformers is not needed to train
 (`pip install -e '.[hf]'`).
 """
@@ -37,7 +38,9 @@ if TYPE_CHECKING:
     from llm.model.config import GPTConfig
 
 EOT = "<|endoftext|>"  # llm.data.tokenizer.EOT, spelled here so the module needs no tokenizers import
-GELU_TANH = "gelu_new"  # HF's name for GELU with the tanh approximation, as F.gelu(approximate="tanh")
+# our activation -> HF's name for the same function (ACT2FN): "gelu" is F.gelu (erf), "gelu_new" is
+# F.gelu(approximate="tanh") under its GPT-2 name
+HF_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which our model uses
 ROPE_BASE = 10000.0  # llm.model.layers.Rotary's default base
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -68,7 +71,7 @@ def gpt2_config(cfg: GPTConfig, *, eot_id: int) -> GPT2Config:
 
     return GPT2Config(
         vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-        n_head=cfg.n_head, n_inner=4 * cfg.n_embd, activation_function=GELU_TANH,
+        n_head=cfg.n_head, n_inner=4 * cfg.n_embd, activation_function=HF_ACTIVATION[cfg.activation],
         resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
         layer_norm_epsilon=LAYER_NORM_EPS, scale_attn_weights=True, tie_word_embeddings=True,
         bos_token_id=eot_id, eos_token_id=eot_id, architectures=["GPT2LMHeadModel"],
@@ -83,9 +86,9 @@ def neox_config(cfg: GPTConfig, *, eot_id: int) -> GPTNeoXConfig:
     full_rotary: dict[str, Any] = {"rotary_pct": 1.0, "rotary_emb_base": ROPE_BASE}
     return GPTNeoXConfig(
         vocab_size=cfg.vocab_size, hidden_size=cfg.n_embd, num_hidden_layers=cfg.n_layer,
-        num_attention_heads=cfg.n_head, intermediate_size=4 * cfg.n_embd, hidden_act=GELU_TANH,
-        max_position_embeddings=cfg.block_size, attention_dropout=cfg.dropout,
-        hidden_dropout=cfg.dropout, layer_norm_eps=LAYER_NORM_EPS,
+        num_attention_heads=cfg.n_head, intermediate_size=4 * cfg.n_embd,
+        hidden_act=HF_ACTIVATION[cfg.activation], max_position_embeddings=cfg.block_size,
+        attention_dropout=cfg.dropout, hidden_dropout=cfg.dropout, layer_norm_eps=LAYER_NORM_EPS,
         use_parallel_residual=False, attention_bias=True, tie_word_embeddings=True,
         bos_token_id=eot_id, eos_token_id=eot_id, architectures=["GPTNeoXForCausalLM"], **full_rotary,
     )  # fmt: skip

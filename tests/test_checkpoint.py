@@ -119,3 +119,29 @@ def test_write_atomic_replaces_whole_files(tmp_path: Path) -> None:
     write_atomic(target, "step_00000002")
     assert target.read_text() == "step_00000002"
     assert [p.name for p in tmp_path.iterdir()] == ["latest"]  # no temporary file left behind
+
+
+def test_a_model_record_from_before_the_activation_field_means_tanh_gelu(tmp_path: Path) -> None:
+    """Checkpoints and run.json written before `activation` existed were trained with GELU's tanh
+    approximation: read so, a resume asks for it by name and generate/export rebuild that model."""
+    from llm.checkpoints.trained import model_config
+    from llm.model.config import GPTConfig
+    from llm.train.plan import check_same_model
+    from llm.train.session import _resume_problem
+
+    old = GPTConfig(vocab_size=300, n_layer=2).model_dump(exclude={"activation"})
+    assert model_config({"model": old}, where=tmp_path).activation == "gelu_tanh"
+    assert model_config({"model": {**old, "activation": "gelu"}}, where=tmp_path).activation == "gelu"
+
+    folder = _fake_checkpoint(tmp_path, 3)
+    raw = json.loads((folder / MANIFEST_NAME).read_text())
+    (folder / MANIFEST_NAME).write_text(json.dumps({**raw, "model": old}))
+    manifest = read_manifest(folder)
+    with pytest.raises(UsageError, match=r"activation='gelu_tanh' \(asked: 'gelu'\)"):
+        check_same_model(folder, manifest, GPTConfig(vocab_size=300, n_layer=2))
+    check_same_model(folder, manifest, GPTConfig(vocab_size=300, n_layer=2, activation="gelu_tanh"))
+
+    for activation, refused in (("gelu", True), ("gelu_tanh", False)):
+        model = GPTConfig(vocab_size=300, n_layer=2, activation=activation).model_dump()
+        problem = _resume_problem(folder, {"model": model, "tokenizer_hash": "t"}, verify=False)
+        assert (problem is not None and "another model shape" in problem) is refused, problem

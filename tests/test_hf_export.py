@@ -98,21 +98,23 @@ def fresh_model(cfg: GPTConfig) -> GPT:
 
 
 @pytest.mark.parametrize(
-    ("pos_encoding", "bias", "architecture"),
+    ("pos_encoding", "bias", "activation", "architecture"),
     [
-        ("learned", True, "GPT2LMHeadModel"),
-        ("learned", False, "GPT2LMHeadModel"),
-        ("rope", True, "GPTNeoXForCausalLM"),
-        ("rope", False, "GPTNeoXForCausalLM"),
+        ("learned", True, "gelu", "GPT2LMHeadModel"),
+        ("learned", False, "gelu", "GPT2LMHeadModel"),
+        ("learned", True, "gelu_tanh", "GPT2LMHeadModel"),
+        ("rope", True, "gelu", "GPTNeoXForCausalLM"),
+        ("rope", False, "gelu", "GPTNeoXForCausalLM"),
+        ("rope", True, "gelu_tanh", "GPTNeoXForCausalLM"),
     ],
 )
 def test_a_fresh_model_exports_with_the_same_logits_and_greedy_tokens(
-    pos_encoding: str, bias: bool, architecture: str, tokenizer_file: Path, tmp_path: Path
+    pos_encoding: str, bias: bool, activation: str, architecture: str, tokenizer_file: Path, tmp_path: Path
 ) -> None:
     tokenizer = Tokenizer.from_file(tokenizer_file)
     cfg = GPTConfig(
         vocab_size=tokenizer.vocab_size, n_layer=3, n_head=4, n_embd=48, block_size=64,
-        pos_encoding=pos_encoding, bias=bias,
+        pos_encoding=pos_encoding, bias=bias, activation=activation,
     )  # fmt: skip
     model = fresh_model(cfg)
     trained = TrainedModel(
@@ -133,7 +135,7 @@ def test_a_fresh_model_exports_with_the_same_logits_and_greedy_tokens(
 
     idx = torch.randint(0, cfg.vocab_size, (2, cfg.block_size), generator=torch.Generator().manual_seed(1))
     difference = max_logit_difference(model, out, idx)
-    print(f"\n{pos_encoding} bias={bias}: max |logit difference| {difference:.2e}")
+    print(f"\n{pos_encoding} bias={bias} {activation}: max |logit difference| {difference:.2e}")
     assert difference <= TOLERANCE
 
     prompt = torch.tensor([tokenizer.encode(TEXTS[0])])

@@ -20,7 +20,7 @@ from llm.checkpoints.catalogue import read_manifest, resolve_checkpoint
 from llm.checkpoints.weights import load_model_weights
 from llm.data.tokenizer import Tokenizer, tokenizer_hash
 from llm.errors import UsageError, read_json
-from llm.model.config import GPTConfig
+from llm.model.config import GPTConfig, stored_config
 from llm.model.gpt import GPT
 
 RUN_RECORD = "run.json"
@@ -47,7 +47,7 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
 
 def model_config(record: dict[str, Any], *, where: Path) -> GPTConfig:
     try:
-        return GPTConfig.model_validate(record["model"])
+        return stored_config(record["model"])
     except ValidationError as err:
         first = err.errors()[0]
         raise UsageError(f'{where}: "model" is not a valid GPTConfig: {first["msg"]}') from None

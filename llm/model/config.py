@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PositionalEncoding = Literal["learned", "rope", "sinusoidal"]
+Activation = Literal["gelu", "gelu_tanh"]
+# Fields added after model records were first stored (checkpoint manifests, run.json, exports): a record
+# without one was written by code that behaved as this value (the MLP used GELU's tanh approximation).
+PREDATING_DEFAULTS: dict[str, Any] = {"activation": "gelu_tanh"}
 
 
 class GPTConfig(BaseModel):
@@ -20,6 +24,9 @@ class GPTConfig(BaseModel):
     n_embd: int = Field(128, ge=1, description="residual stream width")
     block_size: int = Field(256, ge=1, description="longest sequence the model sees (context length)")
     pos_encoding: PositionalEncoding = Field("learned", description="learned | rope | sinusoidal")
+    activation: Activation = Field(
+        "gelu", description="MLP nonlinearity: gelu (exact) | gelu_tanh (GPT-2's tanh approximation)"
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on attention, residual and embeddings")
     bias: bool = Field(True, description="biases in linear layers and LayerNorms, as in GPT-2")
     activation_checkpointing: bool = Field(False, description="recompute block activations in backward")
@@ -31,6 +38,17 @@ class GPTConfig(BaseModel):
         if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError("rope needs an even head size (n_embd / n_head)")
         return self
+
+
+def stored_config(record: dict[str, Any]) -> GPTConfig:
+    """A model record as stored by any version of this code (a checkpoint manifest, run.json, an
+    export), with the fields it predates filled in as that code behaved. Raises ValidationError."""
+    return GPTConfig.model_validate({**PREDATING_DEFAULTS, **record})
+
+
+def stored_model(record: dict[str, Any]) -> dict[str, Any]:
+    """`stored_config` as a dict, to compare with `GPTConfig.model_dump()`."""
+    return stored_config(record).model_dump()
 
 
 # Shapes only: the vocabulary comes from the tokenizer. The memory arithmetic behind the 24 GB

@@ -90,16 +90,17 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: widen 4x, GELU (tanh approximation, as GPT-2), project back."""
+    """Position-wise feed-forward: widen 4x, GELU (exact, or GPT-2's tanh approximation), project back."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.approximate = "tanh" if cfg.activation == "gelu_tanh" else "none"
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.gelu(self.c_fc(x), approximate="tanh")  # (B, T, 4C)
+        h = F.gelu(self.c_fc(x), approximate=self.approximate)  # (B, T, 4C)
         return self.dropout(self.c_proj(h))  # (B, T, C)
 
 

@@ -21,7 +21,7 @@ from llm.config import RunConfig, load_run_config
 from llm.data.corpus import open_source
 from llm.ds_config import DeepSpeedSettings, load_ds_config
 from llm.errors import UsageError
-from llm.model.config import GPTConfig
+from llm.model.config import PREDATING_DEFAULTS, GPTConfig
 
 RUNS_ROOT = Path("runs")
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -100,10 +100,11 @@ def check_same_model(folder: Path, manifest: CheckpointManifest, model: GPTConfi
     if manifest.model is None:
         return  # format 1: only a hash, compared after data preparation
     wanted = model.model_dump()
+    stored = {**PREDATING_DEFAULTS, **manifest.model}
     differ = [
-        f"{key}={manifest.model.get(key)!r} (asked: {value!r})"
+        f"{key}={stored.get(key)!r} (asked: {value!r})"
         for key, value in wanted.items()
-        if key != "vocab_size" and manifest.model.get(key) != value
+        if key != "vocab_size" and stored.get(key) != value
     ]
     if differ:
         raise UsageError(
