@@ -19,7 +19,7 @@ from llm.checkpoints import catalogue
 from llm.config import RunConfig
 from llm.data.prepare import PreparedDataset, load_dataset, prepare_dataset
 from llm.errors import UsageError, fail
-from llm.model.config import GPTConfig
+from llm.model.config import GPTConfig, stored_model
 from llm.model.gpt import GPT
 from llm.model.sampling import generate
 from llm.telemetry.mfu import model_matmul_shapes, peak_flops
@@ -250,8 +250,15 @@ def _resume_problem(folder: Path, hashes: dict[str, object], *, verify: bool) ->
     except UsageError as err:
         return str(err)
     manifest = catalogue.read_manifest(folder)
+    if manifest is None:  # checked by the plan; gone since
+        return f"--resume {folder}: {catalogue.checkpoint_problem(folder)}"
+    same = {"tokenizer_hash": manifest.tokenizer_hash == hashes["tokenizer_hash"]}
+    if manifest.model is not None:  # the shape itself, read as the code that wrote it meant it
+        same["config_hash"] = stored_model(manifest.model) == hashes["model"]
+    else:  # format 1: only the hash
+        same["config_hash"] = manifest.config_hash == hashes["config_hash"]
     for key in ("config_hash", "tokenizer_hash"):
-        if getattr(manifest, key, None) != hashes[key]:
+        if not same[key]:
             what = "model shape" if key == "config_hash" else "tokenizer (data)"
             return (
                 f"--resume {folder}: the checkpoint was written with another {what}; resume with the "
