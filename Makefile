@@ -67,7 +67,7 @@ test-fake-cuda: setup
 # then the trainer against a plain loop and nanoGPT's recipe, with a profile of each step
 bench: setup
 	$(PY) benchmarks/data_prep.py
-	$(PY) benchmarks/trainer_vs_plain.py --profile --fused-variants
+	$(PY) benchmarks/trainer_vs_plain.py --profile --for-loop-variants
 
 # On a machine with a GPU: fp16 (3090.json) and bf16 through DeepSpeed for real, each with the default
 # `3090` preset and the opt-in `1b-24gb-tight`, on one GPU whose allocator is capped at the 22.5 GiB that a

@@ -11,11 +11,11 @@ LABELS = {"plain": "plain loop (our GPT)", "nanogpt": "nanoGPT recipe"}
 
 
 def label(name: str) -> str:
-    """`trainer_zero1` -> `trainer, ZeRO-1`, `trainer_zero0_fused` -> `trainer, ZeRO-0, fused AdamW`."""
+    """`trainer_zero1` -> `trainer, ZeRO-1`, `trainer_zero0_forloop` -> `trainer, ZeRO-0, for-loop AdamW`."""
     if name in LABELS:
         return LABELS[name]
-    stage, _, fused = name.removeprefix("trainer_zero").partition("_")
-    return f"trainer, ZeRO-{stage}" + (", fused AdamW" if fused else "")
+    stage, _, for_loop = name.removeprefix("trainer_zero").partition("_")
+    return f"trainer, ZeRO-{stage}" + (", for-loop AdamW" if for_loop else "")
 
 
 def write_report(result: dict[str, Any], out: Path, *, data_prep: Path) -> str:
@@ -65,14 +65,15 @@ def _summary(r: dict[str, Any]) -> list[str]:
         f"MFU is against the fp32 peak measured on this machine: {r['peak_flops'] / 1e9:,.0f} GFLOP/s "
         f"({_peak_how(r['peak_how'])}); {r['flops_per_token'] / 1e6:.1f} M FLOPs per token (6N + 12·L·T·C).",
         "",
-        "The loops: *plain* is our GPT (tanh GELU) with torch AdamW (for-loop), clipping 1.0; *nanoGPT "
+        "The loops: *plain* is our GPT (exact GELU, the default) with torch AdamW (for-loop), clipping 1.0; "
+        "*nanoGPT "
         "recipe* is benchmarks/nanogpt_recipe.py (its own model: exact GELU; AdamW "
         f"{fused}, decay on 2-D weights, clipping 1.0, `zero_grad(set_to_none=True)`, LR set each step); "
         "the *trainer* is `launch/train.py` with ds_configs/cpu.json at this batch (torch AdamW through "
-        "DeepSpeed, warm-up + cosine LR), one process"
+        "DeepSpeed, fused, warm-up + cosine LR), one process"
         + (
-            '; *fused AdamW* rows add `"fused": true` to that JSON\'s `optimizer.params`.'
-            if any(name.endswith("_fused") for name in runs)
+            '; *for-loop AdamW* rows set `"fused": false` in that JSON\'s `optimizer.params`.'
+            if any(name.endswith("_forloop") for name in runs)
             else "."
         ),
         "",
