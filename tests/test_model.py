@@ -66,6 +66,32 @@ def test_ignore_index_minus_one() -> None:
     torch.testing.assert_close(loss_masked, kept)
 
 
+def test_our_cross_entropy_has_torchs_value_and_gradient() -> None:
+    """llm.model.loss takes the softmax's gradient in closed form: it must equal autograd's through
+    F.cross_entropy, with ignored targets, an upstream factor (as a loss scale or accumulation gives)
+    and in float64 (so any difference is the formula, not rounding)."""
+    from llm.model.loss import cross_entropy
+
+    gen = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(64, 50, generator=gen, dtype=torch.float64)).requires_grad_()
+    targets = torch.randint(0, 50, (64,), generator=gen)
+    targets[::5] = -1
+    ours = cross_entropy(logits, targets)
+    (grad_ours,) = torch.autograd.grad(2.5 * ours, logits)
+    theirs = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-1)
+    (grad_theirs,) = torch.autograd.grad(2.5 * theirs, logits)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_ours, grad_theirs, rtol=0, atol=1e-12)
+    assert grad_ours[::5].abs().max() == 0  # ignored rows get no gradient
+    # every target ignored: NaN, as torch's
+    assert torch.isnan(cross_entropy(logits.detach(), torch.full((64,), -1)))
+    # the saved log-probabilities become the gradient in place: a second backward must be refused
+    loss = cross_entropy(logits, targets)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()
+
+
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_causal(encoding: PositionalEncoding) -> None:
     model = build(tiny(pos_encoding=encoding)).double().eval()

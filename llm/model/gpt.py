@@ -8,12 +8,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from llm.model.config import GPTConfig
 from llm.model.layers import Block, sinusoidal_table
+from llm.model.loss import cross_entropy
 
 
 class GPT(nn.Module):
@@ -71,9 +71,7 @@ class GPT(nn.Module):
         if targets is None:
             return logits, None
         # the loss in fp32: a softmax over V classes in fp16 loses the small probabilities
-        loss = F.cross_entropy(
-            logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-1
-        )  # (B*T, V) against (B*T,)
+        loss = cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T))  # (B*T, V), (B*T,)
         return logits, loss
 
     def num_parameters(self) -> int:
