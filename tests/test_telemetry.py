@@ -11,7 +11,18 @@ import pytest
 from pydantic import ValidationError
 
 from llm.telemetry.mfu import gpu_peak_flops
-from llm.telemetry.schema import EvalEvent, TrainEvent, parse_event
+from llm.telemetry.schema import (
+    ControlEvent,
+    DeviceStats,
+    EvalEvent,
+    Histogram,
+    LayerStats,
+    ParamsEvent,
+    SystemEvent,
+    TrainEvent,
+    json_schema,
+    parse_event,
+)
 from llm.telemetry.sinks import EventLog, JsonlSink, last_seq
 
 
@@ -77,6 +88,39 @@ def test_events_round_trip_and_reject_bad_records() -> None:
         parse_event('{"type":"train","run_id":"r","seq":0}')  # fields missing
     with pytest.raises(ValidationError):
         _train(0, mfu=-1.0)
+
+
+def test_dashboard_events_round_trip_and_reject_bad_records() -> None:
+    device = DeviceStats(
+        node="n0", rank=1, kind="cpu", index=1, name="AMD EPYC", utilization=97.5, memory_used_gb=1.2,
+        memory_total_gb=24.0,
+    )  # fmt: skip
+    layer = LayerStats(name="blocks.0.mlp.c_fc.weight", numel=8, weight_norm=1.0, grad_norm=None,
+                       update_ratio=1e-3)  # fmt: skip
+    histogram = Histogram(name=layer.name, edges=[-1.0, 0.0, 1.0], counts=[3, 5])
+    events = [
+        SystemEvent(run_id="r", seq=0, time=1.0, step=5, devices=[device]),
+        ParamsEvent(run_id="r", seq=1, time=1.0, step=5, layers=[layer], histogram=histogram),
+        ControlEvent(
+            run_id="r",
+            seq=2,
+            time=1.0,
+            command_id="c1",
+            action="set_lr",
+            status="applied",
+            step=5,
+            lr_scale=0.5,
+        ),
+    ]
+    for event in events:
+        assert parse_event(event.model_dump_json()) == event
+    bad = events[2].model_dump() | {"action": "explode"}
+    with pytest.raises(ValidationError):
+        parse_event(ControlEvent.model_construct(**bad).model_dump_json())
+    with pytest.raises(ValidationError):
+        DeviceStats.model_validate(device.model_dump() | {"kind": "tpu"})
+    kinds = {ref.split("/")[-1] for ref in json_schema()["discriminator"]["mapping"].values()}
+    assert kinds == {"TrainEvent", "EvalEvent", "RunStateEvent", "SystemEvent", "ParamsEvent", "ControlEvent"}
 
 
 def test_event_log_numbers_records_and_a_resumed_log_continues(tmp_path: Path) -> None:

@@ -9,9 +9,7 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from llm.telemetry.schema import EvalEvent, RunStateEvent, TrainEvent, parse_event
-
-Event = TrainEvent | EvalEvent | RunStateEvent
+from llm.telemetry.schema import EvalEvent, Event, RunStateEvent, TrainEvent, parse_event
 
 
 class Sink(Protocol):
@@ -73,7 +71,7 @@ class ProgressBar:
             self._bar.write(
                 f"step {event.step}: val loss {event.val_loss:.4f}, {event.val_bpb:.3f} bits/byte"
             )
-        else:
+        elif isinstance(event, RunStateEvent):
             self._bar.write(f"step {event.step}: {event.state} {event.detail}".rstrip())
 
     def close(self) -> None:
@@ -87,7 +85,7 @@ class MonitorSink:
         self._write_events = write_events
 
     def write(self, event: Event) -> None:
-        if isinstance(event, RunStateEvent):
+        if not isinstance(event, TrainEvent | EvalEvent):
             return
         values = event.model_dump(exclude={"run_id", "seq", "time", "type", "step"})
         group = "Train" if isinstance(event, TrainEvent) else "Eval"
