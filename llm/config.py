@@ -85,6 +85,11 @@ class JobConfig(BaseModel):
     )
     run_dir: Path | None = Field(None, description="run directory (default: runs/<run id>)")
     dist_timeout: float = Field(300.0, gt=0, description="seconds before a silent rank ends the job")
+    dashboard: str | None = Field(
+        None,
+        description="relay metrics to a dashboard sidecar: its URL (token in LLM_DASHBOARD_TOKEN), or 'auto' "
+        "(the one at 127.0.0.1:8765, started if none answers); LLM_DASHBOARD_URL works too",
+    )
 
 
 # The model's shape is GPTConfig's (llm/model/config.py): a preset, then any of these fields overridden.
@@ -118,8 +123,9 @@ DEEPSPEED_KEYS = frozenset(
      "optimizer", "scheduler", "fp16", "bf16"}
 )  # fmt: skip
 _RUN_FILE: ContextVar[Path | None] = ContextVar("run_file", default=None)
-# Environment variables with our prefix that are not settings (test hooks).
-_NON_SETTING_ENV = frozenset({"LLM_FAILPOINT"})
+# Environment variables with our prefix that are not settings: a test hook, the dashboard's address (the
+# spelling the sidecar's docs use) and its token (a secret: never a flag, never in run.json).
+_NON_SETTING_ENV = frozenset({"LLM_FAILPOINT", "LLM_DASHBOARD_URL", "LLM_DASHBOARD_TOKEN"})
 
 
 class RunConfig(BaseSettings, CheckpointConfig, LoopConfig, DataConfig, ModelChoice, JobConfig):

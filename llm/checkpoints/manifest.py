@@ -36,6 +36,7 @@ class CheckpointManifest(BaseModel):
     created: float = Field(description="unix time of the save")
     tokens_seen: int = Field(ge=0)
     sampler: dict[str, Any] = Field(description="the data sampler's position")
+    lr_scale: float = Field(1.0, gt=0, description="the dashboard's multiplier on the LR schedule")
     model: dict[str, Any] | None = Field(None, description="the model's shape (GPTConfig); format >= 2")
     config_hash: str = Field(description="hash of the model's shape: must match to load the weights")
     tokenizer_hash: str

@@ -27,11 +27,15 @@ class Collectives:
 
     def any(self, flag: bool) -> bool:
         """True on every rank if it is true on any rank."""
+        return self.flags(flag)[0]
+
+    def flags(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag true on every rank if it is true on any rank: one small all-reduce for all."""
         if self.world_size == 1:
-            return flag
-        value = torch.tensor([int(flag)], dtype=torch.int32)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX, group=self._group)
-        return bool(value.item())
+            return flags
+        values = torch.tensor([int(f) for f in flags], dtype=torch.int32)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX, group=self._group)
+        return tuple(bool(v) for v in values.tolist())
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's `obj` on every rank."""

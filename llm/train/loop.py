@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,11 @@ from llm.config import CheckpointConfig, LoopConfig
 from llm.data.loader import BatchSampler, eval_batches
 from llm.data.prepare import PreparedDataset, bytes_per_token
 from llm.ds_config import DeepSpeedSettings
-from llm.telemetry.schema import EvalEvent, RunStateEvent, TrainEvent
+from llm.telemetry.schema import ControlEvent, EvalEvent, RunStateEvent, TrainEvent
 from llm.telemetry.sinks import EventLog
 from llm.train.checkpoint import Restored, save_checkpoint
 from llm.train.collectives import Collectives
+from llm.train.control import ControlChannel, Decision
 from llm.train.engine import DistInfo, device, step_stats
 from llm.train.signals import StopSignal
 
@@ -44,6 +47,7 @@ class LoopContext:
     manifest_fields: dict[str, Any]  # hashes and versions every manifest carries
     events: EventLog | None  # rank 0 only
     stop: StopSignal  # read at step boundaries, and between evaluation batches
+    control: ControlChannel  # the dashboard's commands, on the stop flag's collective
 
 
 def evaluate(ctx: LoopContext, *, num_batches: int) -> tuple[float, float] | None:
@@ -82,7 +86,7 @@ def train(
     ctx: LoopContext, loop: LoopConfig, ckpt: CheckpointConfig, *, start: Restored | None
 ) -> LoopResult:
     """Train from `start` (or from scratch) to `loop.max_steps`, or until a stop signal."""
-    settings, dist_info, engine, events = ctx.settings, ctx.dist_info, ctx.engine, ctx.events
+    settings, dist_info, engine = ctx.settings, ctx.dist_info, ctx.engine
     sampler = BatchSampler(
         ctx.dataset.train,
         block_size=ctx.block_size,
@@ -114,34 +118,74 @@ def train(
         step += 1
         window.steps += 1
         tokens_seen += tokens_per_step
-        stopping = ctx.collectives.any(stop.received is not None)
+        decision = ctx.control.decide(stop.received is not None)
+        stopping = decision.stop
         last = step == loop.max_steps
 
+        save = functools.partial(_save, ctx, ckpt, step=step, tokens_seen=tokens_seen, sampler=sampler)
         if step % loop.log_every == 0 or last or stopping:
             _log_train(ctx, step=step, tokens_seen=tokens_seen, loss_sum=loss_sum, window=window)
-        paused = False
+        not_training = False  # time spent evaluating, saving or paused is not training time
         if step % loop.eval_every == 0 or last:
             _log_eval(ctx, step, loop.eval_batches)
-            paused = True
-        if step % ckpt.save_every == 0 or last or stopping:
-            state = {"tokens_seen": tokens_seen, "sampler": sampler.state_dict(), **ctx.manifest_fields}
-            folder = save_checkpoint(
-                engine,
-                ctx.checkpoint_root,
-                step=step,
-                state=state,
-                dist_info=dist_info,
-                collectives=ctx.collectives,
-                keep_last=ckpt.keep_last,
-            )
-            if events is not None:
-                events.emit(RunStateEvent, state="checkpoint_saved", step=step, detail=str(folder))
-            paused = True
-        if paused or step % loop.log_every == 0:
-            window = _Window()  # time spent evaluating or saving is not training time
+            not_training = True
+        if step % ckpt.save_every == 0 or last or stopping or decision.save:
+            save()
+            not_training = True
+        _acknowledge(ctx, decision, step)
+        if ctx.control.paused and not stopping:
+            stopping = _hold(ctx, step, save)
+            not_training = True
+        if not_training or step % loop.log_every == 0:
+            window = _Window()
         if stopping:
             return LoopResult(step=step, stopped_by_signal=True)
     return LoopResult(step=step, stopped_by_signal=False)
+
+
+def _save(
+    ctx: LoopContext, ckpt: CheckpointConfig, *, step: int, tokens_seen: int, sampler: BatchSampler
+) -> None:
+    state = {"tokens_seen": tokens_seen, "sampler": sampler.state_dict(), **ctx.manifest_fields}
+    folder = save_checkpoint(
+        ctx.engine,
+        ctx.checkpoint_root,
+        step=step,
+        state={**state, "lr_scale": ctx.control.lr.scale},
+        dist_info=ctx.dist_info,
+        collectives=ctx.collectives,
+        keep_last=ckpt.keep_last,
+    )
+    if ctx.events is not None:
+        ctx.events.emit(RunStateEvent, state="checkpoint_saved", step=step, detail=str(folder))
+
+
+def _acknowledge(ctx: LoopContext, decision: Decision, step: int) -> None:
+    if ctx.events is None:
+        return
+    for command, status, detail in decision.acks:
+        scale = ctx.control.lr.scale if command.action == "set_lr" and status == "applied" else None
+        ctx.events.emit(
+            ControlEvent, command_id=command.id, action=command.action, status=status, step=step,
+            lr_scale=scale, detail=detail,
+        )  # fmt: skip
+
+
+def _hold(ctx: LoopContext, step: int, save: Callable[[], None]) -> bool:
+    """Every rank waits at this step boundary until resumed (False) or stopped (True, saved)."""
+    if ctx.events is not None:
+        ctx.events.emit(RunStateEvent, state="paused", step=step)
+    while True:
+        decision = ctx.control.wait_while_paused(lambda: ctx.stop.received is not None)
+        if decision.save or decision.stop:
+            save()
+        _acknowledge(ctx, decision, step)
+        if decision.stop:
+            return True
+        if not ctx.control.paused:
+            if ctx.events is not None:
+                ctx.events.emit(RunStateEvent, state="unpaused", step=step)
+            return False
 
 
 @dataclass

@@ -22,6 +22,7 @@ from llm.data.corpus import open_source
 from llm.ds_config import DeepSpeedSettings, load_ds_config
 from llm.errors import UsageError
 from llm.model.config import PREDATING_DEFAULTS, GPTConfig
+from llm.telemetry.dashboard_link import check_dashboard_setting
 
 RUNS_ROOT = Path("runs")
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -54,6 +55,7 @@ class Plan:
         model = cfg.model_section(cuda_available=cuda)
         check_fits_in_memory(model, settings, cuda=cuda)
         open_source(cfg.data)  # a data path that does not exist fails here
+        check_dashboard_setting(cfg.dashboard)
         run_dir = cfg.run_dir
         if run_dir is None and cfg.resume == "auto":
             run_dir = catalogue.find_run_dir_to_resume(RUNS_ROOT)  # the newest run with a checkpoint

@@ -22,11 +22,14 @@ from llm.errors import UsageError, fail
 from llm.model.config import GPTConfig, stored_model
 from llm.model.gpt import GPT
 from llm.model.sampling import generate
+from llm.telemetry import dashboard_link
 from llm.telemetry.mfu import model_matmul_shapes, peak_flops
+from llm.telemetry.reporter import ReporterSink
 from llm.telemetry.schema import RunStateEvent
 from llm.telemetry.sinks import EventLog, JsonlSink, MonitorSink, ProgressBar, Sink, last_seq
 from llm.train import checkpoint
 from llm.train.collectives import Collectives
+from llm.train.control import ControlChannel
 from llm.train.engine import (
     build_engine,
     device,
@@ -125,9 +128,9 @@ def run(plan: Plan) -> int:
     if plan.resume_from is not None:
         start = checkpoint.load_checkpoint(engine, plan.resume_from, dist_info=info)
 
-    events = None
+    events, reporter = None, None
     if info.is_main:
-        events = _start_events(
+        events, reporter = _start_events(
             plan,
             run_dir,
             engine,
@@ -152,7 +155,10 @@ def run(plan: Plan) -> int:
         manifest_fields=manifest_fields,
         events=events,
         stop=stop,
+        control=ControlChannel(collectives, reporter, engine),
     )
+    if start is not None and start.manifest.lr_scale != 1.0:
+        ctx.control.lr.set(start.manifest.lr_scale)  # the dashboard's change survives the resume
     try:
         result = train(ctx, cfg.loop_section(), cfg.checkpoint_section(), start=start)
     except RuntimeError as err:  # torch.distributed's errors (DistBackendError too) are RuntimeErrors
@@ -193,12 +199,12 @@ def _start_events(
     peak: float,
     peak_how: dict[str, object],
     hashes: dict[str, object],
-) -> EventLog:
+) -> tuple[EventLog, ReporterSink | None]:
     """Rank 0: write what reproduces the run, open its event log, say what is about to happen."""
     cfg, ds = plan.cfg, plan.settings
     step = start.step if start else 0
     world_size = dist_env().world_size
-    events = _event_log(run_dir, cfg, engine, start_step=step)
+    events, reporter = _event_log(run_dir, cfg, engine, start_step=step)
     record = {
         "run_id": run_dir.name,
         "settings": cfg.model_dump(mode="json"),
@@ -227,7 +233,7 @@ def _start_events(
         f"micro-batch {ds.micro_batch} x accumulation {ds.gradient_accumulation}, {cfg.max_steps} steps",
         flush=True,
     )
-    return events
+    return events, reporter
 
 
 def _report_lost_ranks(spare: Collectives, err: RuntimeError, *, timeout_s: float, is_main: bool) -> None:
@@ -267,15 +273,25 @@ def _resume_problem(folder: Path, hashes: dict[str, object], *, verify: bool) ->
     return None
 
 
-def _event_log(run_dir: Path, cfg: RunConfig, engine: object, *, start_step: int) -> EventLog:
+def _event_log(
+    run_dir: Path, cfg: RunConfig, engine: object, *, start_step: int
+) -> tuple[EventLog, ReporterSink | None]:
+    """The sinks, the durable file first; the reporter when a dashboard is asked for."""
     metrics = run_dir / "metrics.jsonl"
     first_seq = last_seq(metrics) + 1
     sinks: list[Sink] = [JsonlSink(metrics)]
+    reporter = None
+    link = dashboard_link.connect(cfg.dashboard, runs_dir=run_dir.parent, log=run_dir / "sidecar.log")
+    if link is not None:
+        hello = {"run_id": run_dir.name, "run_dir": str(run_dir), "max_steps": cfg.max_steps,
+                 "world_size": dist_env().world_size}  # fmt: skip
+        reporter = ReporterSink(link.url, token=link.token, hello=hello, metrics=metrics)
+        sinks.append(reporter)
     writer = monitor_writer(engine)
     if writer is not None:
         sinks.append(MonitorSink(writer))
     sinks.append(ProgressBar(start_step=start_step, max_steps=cfg.max_steps, enabled=cfg.progress))
-    return EventLog(run_dir.name, sinks, first_seq=first_seq)
+    return EventLog(run_dir.name, sinks, first_seq=first_seq), reporter
 
 
 def _meta_summary(meta: dict[str, object]) -> dict[str, object]:

@@ -1,0 +1,103 @@
+"""Where rank 0 finds the dashboard's sidecar: `--dashboard URL`, `LLM_DASHBOARD_URL`, or `auto`.
+
+`auto` uses a sidecar already answering at 127.0.0.1:8765, or starts one there (its own process
+group, so it outlives the run and the page stays up to look at the finished curves). The token comes
+from `LLM_DASHBOARD_TOKEN`; a sidecar started here gets a new one, printed in its URL.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm.errors import UsageError
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+TOKEN_ENV = "LLM_DASHBOARD_TOKEN"
+URL_ENV = "LLM_DASHBOARD_URL"
+START_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class DashboardLink:
+    url: str  # http://host:port
+    token: str
+
+    def page(self) -> str:
+        return f"{self.url}/#token={self.token}"
+
+
+def dashboard_setting(flag: str | None) -> str | None:
+    return flag if flag is not None else os.environ.get(URL_ENV) or None
+
+
+def check_dashboard_setting(flag: str | None) -> None:
+    """Before launch: a named sidecar needs the token it printed."""
+    setting = dashboard_setting(flag)
+    if setting is None or setting == "auto":
+        return
+    if not setting.startswith(("http://", "https://")):
+        raise UsageError(f"--dashboard {setting}: give the sidecar's URL (http://HOST:PORT) or 'auto'")
+    if not os.environ.get(TOKEN_ENV):
+        raise UsageError(
+            f"--dashboard {setting}: set {TOKEN_ENV} to the token the sidecar printed (after #token= in "
+            "its URL), or use --dashboard auto"
+        )
+
+
+def answers(url: str, *, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=timeout_s) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def connect(flag: str | None, *, runs_dir: Path, log: Path) -> DashboardLink | None:
+    """Rank 0: the sidecar to report to (started here for `auto` when none answers), or None."""
+    setting = dashboard_setting(flag)
+    if setting is None:
+        return None
+    token = os.environ.get(TOKEN_ENV, "")
+    if setting != "auto":
+        return DashboardLink(setting.rstrip("/"), token)
+    if answers(DEFAULT_URL):
+        if not token:
+            print(
+                f"warning: a dashboard answers at {DEFAULT_URL} but {TOKEN_ENV} is not set, so this run "
+                "does not report to it (metrics.jsonl has everything)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
+        return DashboardLink(DEFAULT_URL, token)
+    token = token or secrets.token_urlsafe(24)
+    port = DEFAULT_URL.rsplit(":", 1)[1]
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llm.sidecar", "--port", port, "--runs-dir", str(runs_dir)],
+            env={**os.environ, TOKEN_ENV: token},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # not part of the job: it stays up after the run ends
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not answers(DEFAULT_URL):
+        if process.poll() is not None or time.monotonic() > deadline:
+            print(
+                f"warning: the dashboard did not start (see {log}); training goes on without it",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
+        time.sleep(0.2)
+    link = DashboardLink(DEFAULT_URL, token)
+    print(f"dashboard: {link.page()} (sidecar pid {process.pid}, left running)", flush=True)
+    return link
