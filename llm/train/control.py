@@ -5,6 +5,9 @@ collective that carries the stop flag carries one more flag, "rank 0 has command
 step a broadcast sends them, so an ordinary step costs what it did. Every rank then applies them in
 order at that step boundary, and rank 0 acknowledges each with a `control` record naming the step.
 
+The same collective carries rank 0's "sample the devices now" every SAMPLE_EVERY_S of wall time, so
+every rank reports its device at the same step without a clock of its own (llm/telemetry/system.py).
+
 A pause holds every rank at the boundary, polling together every POLL_S (each poll is one small
 collective, far inside --dist-timeout), so a pause of any length never ends the job; a stop signal,
 resume, save, stop and set_lr all work while paused.
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm.telemetry.reporter import Command, ReporterSink
+from llm.telemetry.system import SAMPLE_EVERY_S
 from llm.train.collectives import Collectives
 
 POLL_S = 0.25  # while paused: how often every rank checks for a command or a stop signal
@@ -27,6 +31,7 @@ class Decision:
     """What the commands taken at one step boundary ask of the loop."""
 
     stop: bool = False  # save, then end the run (a stop signal or the dashboard's stop)
+    sample_devices: bool = False  # every rank reports its device's load now
     save: bool = False
     pause: bool = False
     resume: bool = False
@@ -34,30 +39,32 @@ class Decision:
 
 
 class ControlChannel:
-    def __init__(self, collectives: Collectives, reporter: ReporterSink | None, engine: Any) -> None:
+    def __init__(
+        self, collectives: Collectives, reporter: ReporterSink | None, engine: Any, *, is_main: bool
+    ) -> None:
         self._collectives = collectives
         self._reporter = reporter  # rank 0 with a dashboard; None elsewhere
+        self._is_main = is_main
+        self._last_sample = time.monotonic()
         self.lr = LrScale(engine)
         self.paused = False
 
-    def exchange(self, stop_requested: bool) -> tuple[bool, list[Command]]:
-        """Every rank: (any rank has a stop signal, rank 0's new commands)."""
-        pending = self._reporter.commands() if self._reporter is not None else []
-        stop, have_commands = self._collectives.flags(stop_requested, bool(pending))
-        commands = self._collectives.broadcast(pending) if have_commands else []
-        return stop, commands
-
     def decide(self, stop_requested: bool) -> Decision:
         """The step boundary's collective: what every rank does now."""
-        stop, commands = self.exchange(stop_requested)
-        decision = Decision(stop=stop)
+        pending = self._reporter.commands() if self._reporter is not None else []
+        sample = self._is_main and time.monotonic() - self._last_sample >= SAMPLE_EVERY_S
+        if sample:
+            self._last_sample = time.monotonic()
+        stop, have_commands, sample = self._collectives.flags(stop_requested, bool(pending), sample)
+        commands = self._collectives.broadcast(pending) if have_commands else []
+        decision = Decision(stop=stop, sample_devices=sample)
         for command in commands:
             self._apply(command, decision)
         return decision
 
     def wait_while_paused(self, stop_requested: Any) -> Decision:
         """Rank 0 sleeps POLL_S between polls; the others wait for it inside the collective."""
-        if self._reporter is not None:
+        if self._is_main:
             time.sleep(POLL_S)
         return self.decide(stop_requested())
 

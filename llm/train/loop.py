@@ -16,8 +16,9 @@ from llm.config import CheckpointConfig, LoopConfig
 from llm.data.loader import BatchSampler, eval_batches
 from llm.data.prepare import PreparedDataset, bytes_per_token
 from llm.ds_config import DeepSpeedSettings
-from llm.telemetry.schema import ControlEvent, EvalEvent, RunStateEvent, TrainEvent
+from llm.telemetry.schema import ControlEvent, EvalEvent, RunStateEvent, SystemEvent, TrainEvent
 from llm.telemetry.sinks import EventLog
+from llm.telemetry.system import DeviceSampler
 from llm.train.checkpoint import Restored, save_checkpoint
 from llm.train.collectives import Collectives
 from llm.train.control import ControlChannel, Decision
@@ -48,6 +49,7 @@ class LoopContext:
     events: EventLog | None  # rank 0 only
     stop: StopSignal  # read at step boundaries, and between evaluation batches
     control: ControlChannel  # the dashboard's commands, on the stop flag's collective
+    devices: DeviceSampler  # this rank's device load, gathered when rank 0 asks
 
 
 def evaluate(ctx: LoopContext, *, num_batches: int) -> tuple[float, float] | None:
@@ -133,6 +135,7 @@ def train(
             save()
             not_training = True
         _acknowledge(ctx, decision, step)
+        _report_devices(ctx, decision, step)
         if ctx.control.paused and not stopping:
             stopping = _hold(ctx, step, save)
             not_training = True
@@ -171,6 +174,14 @@ def _acknowledge(ctx: LoopContext, decision: Decision, step: int) -> None:
         )  # fmt: skip
 
 
+def _report_devices(ctx: LoopContext, decision: Decision, step: int) -> None:
+    if not decision.sample_devices:
+        return
+    devices = ctx.collectives.gather(ctx.devices.sample())  # every rank, in rank order
+    if ctx.events is not None:
+        ctx.events.emit(SystemEvent, step=step, devices=devices)
+
+
 def _hold(ctx: LoopContext, step: int, save: Callable[[], None]) -> bool:
     """Every rank waits at this step boundary until resumed (False) or stopped (True, saved)."""
     if ctx.events is not None:
@@ -180,6 +191,7 @@ def _hold(ctx: LoopContext, step: int, save: Callable[[], None]) -> bool:
         if decision.save or decision.stop:
             save()
         _acknowledge(ctx, decision, step)
+        _report_devices(ctx, decision, step)
         if decision.stop:
             return True
         if not ctx.control.paused:

@@ -27,6 +27,7 @@ from llm.telemetry.mfu import model_matmul_shapes, peak_flops
 from llm.telemetry.reporter import ReporterSink
 from llm.telemetry.schema import RunStateEvent
 from llm.telemetry.sinks import EventLog, JsonlSink, MonitorSink, ProgressBar, Sink, last_seq
+from llm.telemetry.system import DeviceSampler
 from llm.train import checkpoint
 from llm.train.collectives import Collectives
 from llm.train.control import ControlChannel
@@ -155,7 +156,12 @@ def run(plan: Plan) -> int:
         manifest_fields=manifest_fields,
         events=events,
         stop=stop,
-        control=ControlChannel(collectives, reporter, engine),
+        control=ControlChannel(collectives, reporter, engine, is_main=info.is_main),
+        devices=DeviceSampler(
+            rank=info.rank,
+            local_rank=info.local_rank,
+            gpu_index=torch.cuda.current_device() if torch.cuda.is_available() else None,
+        ),
     )
     if start is not None and start.manifest.lr_scale != 1.0:
         ctx.control.lr.set(start.manifest.lr_scale)  # the dashboard's change survives the resume
