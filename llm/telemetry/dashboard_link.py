@@ -2,11 +2,16 @@
 
 `auto` uses a sidecar already answering at 127.0.0.1:8765, or starts one there (its own process
 group, so it outlives the run and the page stays up to look at the finished curves). The token comes
-from `LLM_DASHBOARD_TOKEN`; a sidecar started here gets a new one, printed in its URL.
+from `LLM_DASHBOARD_TOKEN`, else from RUNS_DIR/.dashboard-token (made once, mode 0600), so the runs
+and the sidecar that one runs folder starts agree without anyone copying a token.
+
+`python -m llm.telemetry.dashboard_link [--runs-dir runs]` does the same from a shell and prints the
+page's URL (`make demo` runs it first).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import subprocess
@@ -65,20 +70,29 @@ def connect(flag: str | None, *, runs_dir: Path, log: Path) -> DashboardLink | N
     setting = dashboard_setting(flag)
     if setting is None:
         return None
-    token = os.environ.get(TOKEN_ENV, "")
     if setting != "auto":
-        return DashboardLink(setting.rstrip("/"), token)
+        return DashboardLink(setting.rstrip("/"), os.environ.get(TOKEN_ENV, ""))
+    return start_or_find(runs_dir=runs_dir, log=log)
+
+
+def runs_token(runs_dir: Path) -> str:
+    """LLM_DASHBOARD_TOKEN, else the runs folder's own token (created on first use, owner-only)."""
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    path = runs_dir / ".dashboard-token"
+    if not path.exists():
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def start_or_find(*, runs_dir: Path, log: Path) -> DashboardLink | None:
+    """The sidecar at DEFAULT_URL, started (detached) when none answers; None if it cannot start."""
+    token = runs_token(runs_dir)
     if answers(DEFAULT_URL):
-        if not token:
-            print(
-                f"warning: a dashboard answers at {DEFAULT_URL} but {TOKEN_ENV} is not set, so this run "
-                "does not report to it (metrics.jsonl has everything)",
-                file=sys.stderr,
-                flush=True,
-            )
-            return None
         return DashboardLink(DEFAULT_URL, token)
-    token = token or secrets.token_urlsafe(24)
     port = DEFAULT_URL.rsplit(":", 1)[1]
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -101,3 +115,23 @@ def connect(flag: str | None, *, runs_dir: Path, log: Path) -> DashboardLink | N
     link = DashboardLink(DEFAULT_URL, token)
     print(f"dashboard: {link.page()} (sidecar pid {process.pid}, left running)", flush=True)
     return link
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m llm.telemetry.dashboard_link",
+        description=f"Find or start the dashboard's sidecar at {DEFAULT_URL} and print the page's URL.",
+    )
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="runs the sidecar lists")
+    args = parser.parse_args(argv)
+    already = answers(DEFAULT_URL)
+    link = start_or_find(runs_dir=args.runs_dir, log=args.runs_dir / "sidecar.log")
+    if link is None:
+        return 1
+    if already:
+        print(f"dashboard: {link.page()} (already running)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

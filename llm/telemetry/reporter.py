@@ -17,6 +17,7 @@ import json
 import logging
 import queue
 import random
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,7 @@ class ReporterSink:
         self._overflowed = threading.Event()
         self._closing = threading.Event()
         self.connected = threading.Event()
+        self._warned = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
         self._thread.start()
@@ -140,6 +142,17 @@ class ReporterSink:
                     delay = BACKOFF_S[0]
                     await self._session(socket)
                     return  # closing, and everything queued was sent
+            except websockets.InvalidStatus as err:
+                self.connected.clear()
+                if err.response.status_code in (401, 403) and not self._warned:
+                    self._warned = True
+                    print(
+                        f"warning: the dashboard at {self.url} refused this run's token (HTTP "
+                        f"{err.response.status_code}); set LLM_DASHBOARD_TOKEN to the one in its URL. "
+                        "Training goes on; metrics.jsonl has everything",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             except (OSError, websockets.WebSocketException, asyncio.TimeoutError) as err:
                 self.connected.clear()
                 log.debug("reporter: %s unreachable (%s); retrying in %.1f s", self.url, err, delay)
