@@ -65,11 +65,11 @@ async def serve(app: web.Application, *, host: str, port: int, token: str, port_
         await runner.cleanup()
         fail(f"cannot listen on {host}:{port} ({err.strerror}); choose another --port (0 picks a free one)")
     bound = runner.addresses[0][1]
-    print(f"dashboard: {url(host, bound, token)}", flush=True)
-    if port_file is not None:
+    if port_file is not None:  # before the line below: whoever read the line finds the file complete
         partial = port_file.with_name(port_file.name + ".partial")
         partial.write_text(f"{bound}\n")
         partial.replace(port_file)
+    print(f"dashboard: {url(host, bound, token)}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

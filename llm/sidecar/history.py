@@ -20,7 +20,8 @@ from typing import Any
 import pydantic_core
 from pydantic import ValidationError
 
-from llm.telemetry.schema import EvalEvent, Event, TrainEvent, parse_event
+from llm.sidecar.messages import parse_record
+from llm.telemetry.schema import EvalEvent, Event, TrainEvent
 
 log = logging.getLogger("llm.sidecar")
 
@@ -294,7 +295,7 @@ class HistoryStore:
         events, bad = [], []
         for line_no, line in run.file.read_new():
             try:
-                events.append(parse_event(line))
+                events.append(parse_record(line))
             except ValidationError as err:
                 bad.append((line_no, err.errors()[0]["msg"]))
         if bad:
