@@ -77,7 +77,9 @@ async def series(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="x_min is above x_max")
     query = SeriesQuery(int(buckets or DEFAULT_BUCKETS), smoothing or 0.0, x_min, x_max)
     columns = run.train if key in TRAIN_KEYS else run.eval
-    present = np.frombuffer(columns.missing[key], dtype=np.uint8) == 0  # copies: the view is made off-loop
+    present = (
+        np.frombuffer(bytes(columns.missing[key]), dtype=np.uint8) == 0
+    )  # copies: the view is made off-loop
     x, y = np.array(columns.x[x_key])[present], np.array(columns.y[key])[present]
     skipped = (
         np.array(columns.y["skipped_steps"])[present] if key in ("loss_scale", "skipped_steps") else None

@@ -95,20 +95,23 @@ class MetricsFile:
     """Reads the complete lines a metrics.jsonl gained since the last read (by size and mtime)."""
 
     path: Path
-    offset: int = 0
-    line_no: int = 0
+    offset: int = 0  # bytes read and parsed so far
     signature: tuple[int, int, int] | None = None
 
-    def read_new(self) -> list[tuple[int, bytes]]:
+    def _stat(self) -> tuple[int, int, int] | None:
         try:
             stat = self.path.stat()
         except OSError:
+            return None
+        return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def read_new(self) -> list[tuple[int, bytes]]:
+        """(byte offset, line) of each complete line added since the last read."""
+        signature = self._stat()
+        if signature is None or signature == self.signature:
             return []
-        signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        if signature == self.signature:
-            return []
-        if self.signature is not None and (stat.st_ino != self.signature[0] or stat.st_size < self.offset):
-            self.offset = self.line_no = 0  # replaced or truncated: read it again (held seqs are skipped)
+        if self.signature is not None and (signature[0] != self.signature[0] or signature[1] < self.offset):
+            self.offset = 0  # replaced or truncated: read it again (seqs already held are skipped)
         self.signature = signature
         try:
             with self.path.open("rb") as handle:
@@ -119,13 +122,35 @@ class MetricsFile:
         end = data.rfind(b"\n")  # a last line without its newline is still being written: later
         if end < 0:
             return []
-        self.offset += end + 1
-        lines = []
+        lines, at = [], self.offset
         for line in data[:end].split(b"\n"):
-            self.line_no += 1
             if line.strip():
-                lines.append((self.line_no, line))
+                lines.append((at, line))
+            at += len(line) + 1
+        self.offset += end + 1
         return lines
+
+    def skip_held(self, last_seq: int, *, tail_bytes: int = 1024 * 1024) -> None:
+        """Start reading after the last line already held, when it is in the file's last `tail_bytes`:
+        a run the trainer socket brought need not be parsed again (that would find only duplicates)."""
+        signature = self._stat()
+        if last_seq < 0 or signature is None or signature[1] - self.offset <= tail_bytes:
+            return  # little to read: read it
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(signature[1] - tail_bytes)
+                lines = handle.read(tail_bytes).split(b"\n")
+        except OSError:
+            return
+        end = signature[1] - len(lines[-1])  # just after the last complete line
+        for line in reversed(lines[1:-1]):  # the first may be cut by the seek
+            try:
+                if parse_record(line).seq <= last_seq:
+                    self.offset = end
+                    return
+            except ValueError:
+                pass
+            end -= len(line) + 1
 
 
 @dataclass
@@ -293,16 +318,17 @@ class HistoryStore:
         if run.max_steps is None:
             run.max_steps = _max_steps(run.file.path.parent)
         events, bad = [], []
-        for line_no, line in run.file.read_new():
+        run.file.skip_held(run.last_seq)
+        for at, line in run.file.read_new():
             try:
                 events.append(parse_record(line))
             except ValidationError as err:
-                bad.append((line_no, err.errors()[0]["msg"]))
+                bad.append((at, err.errors()[0]["msg"]))
         if bad:
-            line_no, reason = bad[0]
+            at, reason = bad[0]
             log.warning(
-                "%s: skipped %d line(s) that are not records (line %d: %s)",
-                *(run.file.path, len(bad), line_no, reason),
+                "%s: skipped %d line(s) that are not records (the first at byte %d: %s)",
+                *(run.file.path, len(bad), at, reason),
             )
         self.add(run, events)
 
