@@ -174,6 +174,25 @@ async def test_live_fan_out_to_several_browsers_without_duplicates(make_client: 
         assert await receive_seqs(browser, 51) == list(range(51))
 
 
+async def test_a_socket_without_a_run_hears_every_run_change_and_no_records(make_client: MakeClient) -> None:
+    client = await make_client()
+    lobby = await client.ws_connect("/ws/dashboard")
+    assert await lobby.receive_json(timeout=5) == {
+        "kind": "hello",
+        "epoch": await epoch_of(client),
+        "run_id": None,
+        "live": False,
+    }
+    trainer, _ = await connect_trainer(client, "new-run")
+    await trainer.send_str(event_message(train("new-run", 0)))
+    await trainer.send_str(event_message(state("new-run", 1, "finished")))
+    kinds = []
+    while len(kinds) < 2:
+        message = await lobby.receive_json(timeout=5)
+        kinds.append((message["kind"], message["run"]["run_id"], message["run"]["state"]))
+    assert kinds == [("run", "new-run", "running"), ("run", "new-run", "finished")]
+
+
 async def test_epoch_mismatch_answers_reset_then_the_whole_history(
     make_client: MakeClient, runs_dir: Path
 ) -> None:
