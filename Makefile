@@ -17,7 +17,7 @@ DEMO_EVERY ?= $(shell echo $$(( ($(DEMO_STEPS) + 3) / 4 )))
 DEMO_RUN_DIR ?= runs/demo
 DEMO_ENV = $(if $(HAS_GPU),,CUDA_VISIBLE_DEVICES= DS_ACCELERATOR=cpu)
 
-.PHONY: setup demo test test-fast test-fake-cuda lint typecheck bench gpu-check clean
+.PHONY: setup demo test test-fast test-fake-cuda lint typecheck bench gpu-check clean dashboard
 
 setup: $(STAMP)
 
@@ -78,3 +78,17 @@ gpu-check: setup
 
 clean:
 	rm -rf runs data/cache .pytest_cache .mypy_cache .ruff_cache
+
+# The dashboard the sidecar serves (dashboard/dist): `npm ci` when the lock file changed, `npm run build`
+# (tsc -b && vite build) when a source did; nothing when dist is newer than both.
+DASHBOARD_SRC := $(shell find dashboard/src dashboard/public dashboard/scripts -type f 2>/dev/null) \
+	$(wildcard dashboard/index.html dashboard/vite.config.ts dashboard/tsconfig*.json)
+dashboard: dashboard/dist/index.html
+
+dashboard/node_modules/.package-lock.json: dashboard/package.json dashboard/package-lock.json
+	cd dashboard && npm ci
+	touch $@
+
+dashboard/dist/index.html: dashboard/node_modules/.package-lock.json $(DASHBOARD_SRC)
+	cd dashboard && npm run build
+	touch $@

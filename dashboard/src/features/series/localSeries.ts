@@ -1,0 +1,41 @@
+// A run's series as the page holds them (the run followed live), in the shape bucketLocally takes.
+import type { SeriesX, TrainRecord } from '../../types/protocol'
+import type { RunData } from '../stream/runData'
+import { skippedStepXs, type LocalSeries } from './seriesView'
+
+export type TrainKey = 'loss' | 'lr' | 'grad_norm' | 'loss_scale' | 'tokens_per_s' | 'tflops' | 'mfu' | 'step_time' | 'memory_gb'
+export type SeriesKey = TrainKey | 'val_loss' | 'val_bpb'
+
+const SKIP_MARKED: ReadonlySet<SeriesKey> = new Set<SeriesKey>(['loss', 'loss_scale'])
+
+function xOf(record: TrainRecord, x: SeriesX): number {
+  return x === 'step' ? record.step : x === 'tokens_seen' ? record.tokens_seen : record.time
+}
+
+/** tokens seen at a step, from the train record at or before it (eval records carry no token count) */
+function tokensAtStep(train: readonly TrainRecord[], step: number): number {
+  let lo = 0
+  let hi = train.length - 1
+  let best = 0
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1
+    const record = train[mid]
+    if (!record) break
+    if (record.step <= step) {
+      best = record.tokens_seen
+      lo = mid + 1
+    } else hi = mid - 1
+  }
+  return best
+}
+
+export function localSeries(data: RunData, key: SeriesKey, x: SeriesX): LocalSeries {
+  if (key === 'val_loss' || key === 'val_bpb') {
+    const xs = data.eval.map((r) => (x === 'step' ? r.step : x === 'time' ? r.time : tokensAtStep(data.train, r.step)))
+    return { xs, values: data.eval.map((r) => r[key]) }
+  }
+  const xs = data.train.map((r) => xOf(r, x))
+  const values = data.train.map((r) => r[key])
+  if (!SKIP_MARKED.has(key)) return { xs, values }
+  return { xs, values, skipped: skippedStepXs(xs, data.train.map((r) => r.skipped_steps)) }
+}

@@ -1,0 +1,87 @@
+// One run followed live: its stream, its records and its summary, behind a subscribe/snapshot pair for
+// useSyncExternalStore. Listeners hear at most one change per `throttleMs` (a few redraws a second,
+// however fast records arrive).
+import { dashboardSocketUrl, getMetrics } from '../../lib/api'
+import type { RunInfo } from '../../types/protocol'
+import { RunStream, type RunStreamOptions, type StreamStatus } from './RunStream'
+import { addRecords, emptyRunData, type RunData } from './runData'
+
+export interface LiveSnapshot {
+  data: RunData
+  /** bumps with every notified change (data, status or run) */
+  version: number
+  status: StreamStatus
+  run: RunInfo | null
+}
+
+export class LiveRun {
+  private readonly stream: RunStream
+  private readonly data: RunData
+  private readonly listeners = new Set<() => void>()
+  private readonly throttleMs: number
+  private snapshot: LiveSnapshot
+  private status: StreamStatus
+  private run: RunInfo | null = null
+  private timer: ReturnType<typeof setTimeout> | null = null
+  private lastNotified = 0
+
+  constructor(runId: string, overrides: Partial<RunStreamOptions> = {}, throttleMs = 250) {
+    this.data = emptyRunData(runId)
+    this.throttleMs = throttleMs
+    this.stream = new RunStream({
+      runId,
+      socketUrl: (since, epoch) => dashboardSocketUrl(window.location, runId, since, epoch),
+      loadHistory: (since) => getMetrics(runId, since),
+      ...overrides,
+      onRecords: (records) => {
+        if (addRecords(this.data, records)) this.changed()
+      },
+      onRun: (run) => {
+        this.run = run
+        this.changed()
+      },
+      onStatus: (status) => {
+        this.status = status
+        this.changed()
+      },
+    })
+    this.status = this.stream.status()
+    this.snapshot = this.makeSnapshot()
+  }
+
+  start(): void {
+    this.stream.start()
+  }
+
+  stop(): void {
+    this.stream.stop()
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.timer = null
+  }
+
+  reconnectNow(): void {
+    this.stream.reconnectNow()
+  }
+
+  subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  getSnapshot = (): LiveSnapshot => this.snapshot
+
+  private makeSnapshot(): LiveSnapshot {
+    return { data: this.data, version: this.data.version, status: this.status, run: this.run }
+  }
+
+  private changed(): void {
+    if (this.timer !== null) return
+    const wait = Math.max(0, this.lastNotified + this.throttleMs - Date.now())
+    this.timer = setTimeout(() => {
+      this.timer = null
+      this.lastNotified = Date.now()
+      this.snapshot = { ...this.makeSnapshot(), version: this.snapshot.version + 1 }
+      for (const listener of this.listeners) listener()
+    }, wait)
+  }
+}
