@@ -110,7 +110,18 @@ describe('<App>', () => {
       FakeSocket.latest().serverSend({
         kind: 'records',
         epoch: 'E1',
-        records: [trainRecord('run-f', 0, 100), { type: 'run_state', run_id: 'run-f', seq: 1, time: 0, state: 'finished', step: 100, detail: 'max_steps reached' }],
+        records: [
+          trainRecord('run-f', 0, 100),
+          {
+            type: 'run_state',
+            run_id: 'run-f',
+            seq: 1,
+            time: 0,
+            state: 'finished',
+            step: 100,
+            detail: 'max_steps reached',
+          },
+        ],
       })
     })
     await waitFor(() => {

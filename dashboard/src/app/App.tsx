@@ -91,13 +91,17 @@ export function App() {
   const listed = runs.find((run) => run.run_id === selected)
   const streamed = snapshot.run?.run_id === selected ? snapshot.run : null
   const info =
-    freshest(listed, streamed) ?? (selected !== null && data.runId === selected && data.lastSeq >= 0 ? infoFromRecords(selected, data, status) : null)
+    freshest(listed, streamed) ??
+    (selected !== null && data.runId === selected && data.lastSeq >= 0 ? infoFromRecords(selected, data, status) : null)
 
   const colors = useMemo(() => colorIndexes(runs), [runs])
   const colorOf = useCallback((runId: string) => runColor(colors.get(runId) ?? 0), [colors])
 
   const primary = useMemo<ChartRun | null>(
-    () => (info?.run_id === data.runId ? { info, name: runName(info), color: colorOf(info.run_id), local: data, version: dataVersion } : null),
+    () =>
+      info?.run_id === data.runId
+        ? { info, name: runName(info), color: colorOf(info.run_id), local: data, version: dataVersion }
+        : null,
     // the summary's fields that matter, and the records' version
     // eslint-disable-next-line react-hooks/exhaustive-deps
     [info?.run_id, info?.live, info?.started, info?.updated, info?.state, dataVersion, colorOf, data],
@@ -129,9 +133,11 @@ export function App() {
         eta={etaSeconds(data.train, maxSteps)}
         token={token}
         controls={data.controls}
-        offReason={controlsOffReason(state, info, detail)}
+        offReason={controlsOffReason(state, info)}
         railOpen={railOpen}
-        onToggleRail={() => { toggleRail(!railOpen); }}
+        onToggleRail={() => {
+          toggleRail(!railOpen)
+        }}
       />
       <div className="layout">
         <RunsRail
@@ -142,11 +148,17 @@ export function App() {
           open={railOpen}
           onSelect={select}
           onToggleOverlay={toggleOverlay}
-          onClose={() => { toggleRail(false); }}
+          onClose={() => {
+            toggleRail(false)
+          }}
         />
         <main className={`main${state === 'disconnected' ? ' stale' : ''}`}>
-          {status.everConnected && !status.connected ? <DisconnectedBanner status={status} onRetry={() => live?.reconnectNow()} /> : null}
-          {runsState.error && !status.connected && !status.everConnected ? <UnreachableBanner error={runsState.error} /> : null}
+          {status.everConnected && !status.connected ? (
+            <DisconnectedBanner status={status} onRetry={() => live?.reconnectNow()} />
+          ) : null}
+          {runsState.error && !status.connected && !status.everConnected ? (
+            <UnreachableBanner error={runsState.error} />
+          ) : null}
           {status.reloading ? <ReloadingBanner /> : null}
           {empty ? (
             <EmptyState />

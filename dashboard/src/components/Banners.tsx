@@ -10,10 +10,15 @@ export function DisconnectedBanner({ status, onRetry }: { status: StreamStatus; 
     <div className="banner banner-warn" role="status" data-testid="disconnected-banner">
       <span className="spinner" aria-hidden="true" />
       <span>
-        <strong>Disconnected from the sidecar.</strong>{' '}
-        {since !== null ? <>Last record {since} ago. </> : null}
-        {retryIn !== null ? <>Reconnecting in {retryIn} s (attempt {status.attempt}).</> : <>Reconnecting…</>} The charts keep what
-        they have and fill in the gap when it is back.
+        <strong>Disconnected from the sidecar.</strong> {since !== null ? <>Last record {since} ago. </> : null}
+        {retryIn !== null ? (
+          <>
+            Reconnecting in {retryIn} s (attempt {status.attempt}).
+          </>
+        ) : (
+          <>Reconnecting…</>
+        )}{' '}
+        The charts keep what they have and fill in the gap when it is back.
       </span>
       <button type="button" className="link-button" onClick={onRetry}>
         Reconnect now

@@ -1,14 +1,7 @@
 // The sidecar protocol (docs/dashboard.md, "The protocol"), written by hand around the record types that
 // schema.ts generates from the Python schema. Records always carry `type` on the wire (pydantic writes
 // defaults), so the union below makes it required and discriminates on it.
-import type {
-  ControlEvent,
-  EvalEvent,
-  ParamsEvent,
-  RunStateEvent,
-  SystemEvent,
-  TrainEvent,
-} from './schema'
+import type { ControlEvent, EvalEvent, ParamsEvent, RunStateEvent, SystemEvent, TrainEvent } from './schema'
 
 export type TrainRecord = TrainEvent & { type: 'train' }
 export type EvalRecord = EvalEvent & { type: 'eval' }
@@ -16,13 +9,7 @@ export type RunStateRecord = RunStateEvent & { type: 'run_state' }
 export type SystemRecord = SystemEvent & { type: 'system' }
 export type ParamsRecord = ParamsEvent & { type: 'params' }
 export type ControlRecord = ControlEvent & { type: 'control' }
-export type MetricRecord =
-  | TrainRecord
-  | EvalRecord
-  | RunStateRecord
-  | SystemRecord
-  | ParamsRecord
-  | ControlRecord
+export type MetricRecord = TrainRecord | EvalRecord | RunStateRecord | SystemRecord | ParamsRecord | ControlRecord
 
 export type ControlAction = ControlEvent['action']
 

@@ -4,11 +4,11 @@ import { BigNumber } from '../../components/BigNumber'
 import { Card } from '../../components/Card'
 import { Legend } from '../../components/Legend'
 import { formatInt } from '../../lib/format'
-import { MARKER_STYLE } from '../../lib/palette'
 import { lastOf } from '../stream/runData'
 import { SCALE_AXIS, X_AXES } from './axes'
 import { useRunSeries, type ChartRun, type SeriesSpec } from './chartRuns'
 import { seriesDatasets, type LineDataset } from './datasets'
+import { markerLegend } from './markerLegend'
 import { TimeSeriesChart } from './TimeSeriesChart'
 
 const SPECS: SeriesSpec[] = [{ key: 'loss_scale', smoothing: 0 }]
@@ -21,7 +21,16 @@ export function Fp16Card({ runs }: { runs: readonly ChartRun[] }) {
     const out: LineDataset[] = []
     primaryOnly.forEach((run, i) => {
       const view = series[i]?.[0]?.view
-      if (view) out.push(...seriesDatasets(view, { runId: run.info.run_id, key: 'loss_scale', label: 'loss scale', color: run.color, smoothing: 0 }))
+      if (view)
+        out.push(
+          ...seriesDatasets(view, {
+            runId: run.info.run_id,
+            key: 'loss_scale',
+            label: 'loss scale',
+            color: run.color,
+            smoothing: 0,
+          }),
+        )
     })
     return out
   }, [primaryOnly, series])
@@ -35,7 +44,12 @@ export function Fp16Card({ runs }: { runs: readonly ChartRun[] }) {
       numbers={
         <>
           <BigNumber label="loss scale" value={formatInt(last?.loss_scale)} testId="value-loss-scale" />
-          <BigNumber label="skipped steps" value={formatInt(last?.skipped_steps)} testId="value-skipped-steps" size="medium" />
+          <BigNumber
+            label="skipped steps"
+            value={formatInt(last?.skipped_steps)}
+            testId="value-skipped-steps"
+            size="medium"
+          />
         </>
       }
       footer={
@@ -45,7 +59,7 @@ export function Fp16Card({ runs }: { runs: readonly ChartRun[] }) {
           <Legend
             entries={[
               { label: 'loss scale', color: primary?.color ?? '#0072B2', kind: 'line' },
-              { label: 'skipped step', color: MARKER_STYLE.skipped.color, kind: 'diamond' },
+              ...markerLegend(datasets),
             ]}
           />
         )

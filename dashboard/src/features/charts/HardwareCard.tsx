@@ -18,8 +18,10 @@ export function deviceKey(d: DeviceStats): string {
   return `${d.node}|${d.kind}|${String(d.index)}|${String(d.rank)}`
 }
 
-export function deviceLabel(d: DeviceStats): string {
-  return d.kind === 'gpu' ? `${d.node} GPU ${String(d.index)}` : `${d.node} rank ${String(d.rank)} (CPU)`
+/** "GPU 0" or "rank 1 (CPU)", with the node's name first when the run spans several nodes. */
+export function deviceLabel(d: DeviceStats, showNode: boolean): string {
+  const device = d.kind === 'gpu' ? `GPU ${String(d.index)}` : `rank ${String(d.rank)} (CPU)`
+  return showNode ? `${d.node} ${device}` : device
 }
 
 function mean(values: readonly (number | null | undefined)[]): number | null {
@@ -32,6 +34,8 @@ export function HardwareCard({ run }: { run: ChartRun | null }) {
   const version = run?.version ?? 0
   const latest = systems ? lastOf(systems) : undefined
   const devices = useMemo(() => latest?.devices ?? [], [latest])
+  const nodes = [...new Set(devices.map((d) => d.node))]
+  const showNode = nodes.length > 1
 
   const datasets = useMemo(() => {
     const out: LineDataset[] = []
@@ -48,12 +52,20 @@ export function HardwareCard({ run }: { run: ChartRun | null }) {
         values.push(d.utilization)
       }
       const view = bucketLocally({ xs, values }, { buckets: 400, smoothing: 0 })
-      out.push(...seriesDatasets(view, { runId, key: `util:${key}`, label: deviceLabel(device), color: runColor(i), smoothing: 0 }))
+      out.push(
+        ...seriesDatasets(view, {
+          runId,
+          key: `util:${key}`,
+          label: deviceLabel(device, showNode),
+          color: runColor(i),
+          smoothing: 0,
+        }),
+      )
     })
     return out
     // version stands for the records in `systems`
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [version, devices, run?.info.run_id])
+  }, [version, devices, showNode, run?.info.run_id])
 
   const util = mean(devices.map((d) => d.utilization))
   const memUsed = devices.reduce((a, d) => a + (d.memory_used_gb ?? 0), 0)
@@ -66,7 +78,12 @@ export function HardwareCard({ run }: { run: ChartRun | null }) {
       title="Hardware"
       numbers={
         <>
-          <BigNumber label={`mean utilisation, ${String(devices.length)} ${gpus.length > 0 ? 'GPUs' : 'ranks'}`} value={formatFixed(util, 0)} unit="%" testId="value-utilization" />
+          <BigNumber
+            label={`mean utilisation, ${String(devices.length)} ${gpus.length > 0 ? 'GPUs' : 'ranks'}${nodes.length === 1 ? ` on ${nodes[0] ?? ''}` : ''}`}
+            value={formatFixed(util, 0)}
+            unit="%"
+            testId="value-utilization"
+          />
           <BigNumber
             label={gpus.length > 0 ? 'GPU memory in use' : 'resident memory, all ranks'}
             value={formatFixed(memUsed, 1)}
@@ -78,44 +95,61 @@ export function HardwareCard({ run }: { run: ChartRun | null }) {
       }
       footer={
         devices.length > 0 ? (
-          <Legend entries={devices.map((d, i) => ({ label: deviceLabel(d), color: runColor(i), kind: 'line' as const }))} />
+          <Legend
+            entries={devices.map((d, i) => ({
+              label: deviceLabel(d, showNode),
+              color: runColor(i),
+              kind: 'line' as const,
+            }))}
+          />
         ) : (
           <p className="card-note">No system records yet: the run sends one every few steps.</p>
         )
       }
     >
       {devices.length > 0 ? (
-        <table className="devices" data-testid="device-table">
-          <thead>
-            <tr>
-              <th scope="col">device</th>
-              <th scope="col">util</th>
-              <th scope="col">memory</th>
-              <th scope="col">temp</th>
-              <th scope="col">power</th>
-            </tr>
-          </thead>
-          <tbody>
-            {devices.map((d) => (
-              <tr key={deviceKey(d)}>
-                <th scope="row" title={d.name}>
-                  {deviceLabel(d)}
-                </th>
-                <td>
-                  <Meter fraction={d.utilization === null ? null : d.utilization / 100} text={d.utilization === null ? '—' : `${formatInt(d.utilization)} %`} />
-                </td>
-                <td>
-                  <Meter
-                    fraction={d.memory_used_gb !== null && d.memory_total_gb ? d.memory_used_gb / d.memory_total_gb : null}
-                    text={d.memory_used_gb === null ? '—' : `${formatFixed(d.memory_used_gb, 1)}${d.memory_total_gb ? ` / ${formatFixed(d.memory_total_gb, 0)}` : ''} GB`}
-                  />
-                </td>
-                <td>{d.temperature_c == null ? '—' : `${formatInt(d.temperature_c)} °C`}</td>
-                <td>{d.power_w == null ? '—' : `${formatInt(d.power_w)} W`}</td>
+        <div className="devices-wrap">
+          <table className="devices" data-testid="device-table">
+            <thead>
+              <tr>
+                <th scope="col">device</th>
+                <th scope="col">util</th>
+                <th scope="col">memory</th>
+                <th scope="col">temp</th>
+                <th scope="col">power</th>
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {devices.map((d) => (
+                <tr key={deviceKey(d)}>
+                  <th scope="row" title={d.name}>
+                    {deviceLabel(d, showNode)}
+                  </th>
+                  <td>
+                    <Meter
+                      fraction={d.utilization === null ? null : d.utilization / 100}
+                      text={d.utilization === null ? '—' : `${formatInt(d.utilization)} %`}
+                    />
+                  </td>
+                  <td>
+                    <Meter
+                      fraction={
+                        d.memory_used_gb !== null && d.memory_total_gb ? d.memory_used_gb / d.memory_total_gb : null
+                      }
+                      text={
+                        d.memory_used_gb === null
+                          ? '—'
+                          : `${formatFixed(d.memory_used_gb, 1)}${d.memory_total_gb ? `/${formatFixed(d.memory_total_gb, 0)}` : ''} GB`
+                      }
+                    />
+                  </td>
+                  <td>{d.temperature_c == null ? '—' : `${formatInt(d.temperature_c)} °C`}</td>
+                  <td>{d.power_w == null ? '—' : `${formatInt(d.power_w)} W`}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       ) : null}
       <TimeSeriesChart
         testId="chart-hardware"

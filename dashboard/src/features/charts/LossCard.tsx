@@ -5,12 +5,12 @@ import { BigNumber } from '../../components/BigNumber'
 import { Card } from '../../components/Card'
 import { Legend, type LegendEntry } from '../../components/Legend'
 import { formatInt, formatValue } from '../../lib/format'
-import { MARKER_STYLE } from '../../lib/palette'
 import type { SeriesX } from '../../types/protocol'
 import { lastOf } from '../stream/runData'
 import { LOSS_AXIS, X_AXES, X_LABELS } from './axes'
 import { useRunSeries, xOffset, type ChartRun, type SeriesSpec } from './chartRuns'
 import { seriesDatasets, type LineDataset } from './datasets'
+import { markerLegend } from './markerLegend'
 import { TimeSeriesChart } from './TimeSeriesChart'
 
 export const DEFAULT_SMOOTHING = 0.6
@@ -37,11 +37,30 @@ export function LossCard({ runs }: { runs: readonly ChartRun[] }) {
       const offset = xOffset(run, x)
       const label = runs.length > 1 ? run.name : 'train'
       if (train) {
-        out.push(...seriesDatasets(train.view, { runId: run.info.run_id, key: 'loss', label, color: run.color, smoothing: smoothingQuery, xOffset: offset }))
+        out.push(
+          ...seriesDatasets(train.view, {
+            runId: run.info.run_id,
+            key: 'loss',
+            label,
+            color: run.color,
+            smoothing: smoothingQuery,
+            xOffset: offset,
+          }),
+        )
       }
       if (val) {
         const valLabel = runs.length > 1 ? `${run.name} val` : 'val'
-        out.push(...seriesDatasets(val.view, { runId: run.info.run_id, key: 'val_loss', label: valLabel, color: run.color, smoothing: 0, xOffset: offset, asEval: true }))
+        out.push(
+          ...seriesDatasets(val.view, {
+            runId: run.info.run_id,
+            key: 'val_loss',
+            label: valLabel,
+            color: run.color,
+            smoothing: 0,
+            xOffset: offset,
+            asEval: true,
+          }),
+        )
       }
     })
     return out
@@ -60,11 +79,7 @@ export function LossCard({ runs }: { runs: readonly ChartRun[] }) {
     if (smoothingQuery > 0) legend.push({ label: `${prefix}raw`, color: run.color, kind: 'faint' })
     legend.push({ label: `${prefix}val`, color: run.color, kind: 'dashed' })
   }
-  const hasMarkers = datasets.some((d) => d.series.role === 'markers')
-  if (hasMarkers) {
-    legend.push({ label: MARKER_STYLE.nan.label, color: MARKER_STYLE.nan.color, kind: 'cross' })
-    legend.push({ label: 'skipped step', color: MARKER_STYLE.skipped.color, kind: 'diamond' })
-  }
+  legend.push(...markerLegend(datasets))
 
   const tools = (
     <>
@@ -78,12 +93,21 @@ export function LossCard({ runs }: { runs: readonly ChartRun[] }) {
           value={smoothing}
           data-testid="smoothing-slider"
           aria-valuetext={smoothing.toFixed(2)}
-          onChange={(e) => { setSmoothing(Number(e.target.value)); }}
+          onChange={(e) => {
+            setSmoothing(Number(e.target.value))
+          }}
         />
         <output className="tool-value">{smoothing.toFixed(2)}</output>
       </label>
       <label className="tool">
-        <input type="checkbox" checked={logY} data-testid="loss-log-y" onChange={(e) => { setLogY(e.target.checked); }} />
+        <input
+          type="checkbox"
+          checked={logY}
+          data-testid="loss-log-y"
+          onChange={(e) => {
+            setLogY(e.target.checked)
+          }}
+        />
         <span>Log y</span>
       </label>
       <label className="tool">
@@ -113,8 +137,19 @@ export function LossCard({ runs }: { runs: readonly ChartRun[] }) {
       tools={tools}
       numbers={
         <>
-          <BigNumber label="train loss" value={formatValue(lastLoss)} testId="value-loss" note={lastTrain ? `step ${formatInt(lastTrain.step)}` : undefined} />
-          <BigNumber label="val loss" value={formatValue(valLoss)} testId="value-val-loss" note={lastEval ? `step ${formatInt(lastEval.step)}` : undefined} size="medium" />
+          <BigNumber
+            label="train loss"
+            value={formatValue(lastLoss)}
+            testId="value-loss"
+            note={lastTrain ? `step ${formatInt(lastTrain.step)}` : undefined}
+          />
+          <BigNumber
+            label="val loss"
+            value={formatValue(valLoss)}
+            testId="value-val-loss"
+            note={lastEval ? `step ${formatInt(lastEval.step)}` : undefined}
+            size="medium"
+          />
         </>
       }
       footer={<Legend entries={legend} />}

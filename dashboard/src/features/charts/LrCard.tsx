@@ -19,7 +19,9 @@ export function currentLrScale(controls: ReadonlyMap<string, ControlRecord>): { 
     if (record.action !== 'set_lr' || record.status !== 'applied') continue
     if (!best || record.seq > best.seq) best = record
   }
-  return best && typeof best.lr_scale === 'number' ? { scale: best.lr_scale, step: best.step } : { scale: 1, step: null }
+  return best && typeof best.lr_scale === 'number'
+    ? { scale: best.lr_scale, step: best.step }
+    : { scale: 1, step: null }
 }
 
 export function LrCard({ runs }: { runs: readonly ChartRun[] }) {
@@ -29,7 +31,16 @@ export function LrCard({ runs }: { runs: readonly ChartRun[] }) {
     const out: LineDataset[] = []
     runs.forEach((run, i) => {
       const lr = series[i]?.[0]
-      if (lr) out.push(...seriesDatasets(lr.view, { runId: run.info.run_id, key: 'lr', label: runs.length > 1 ? `${run.name} lr` : 'lr', color: run.color, smoothing: 0 }))
+      if (lr)
+        out.push(
+          ...seriesDatasets(lr.view, {
+            runId: run.info.run_id,
+            key: 'lr',
+            label: runs.length > 1 ? `${run.name} lr` : 'lr',
+            color: run.color,
+            smoothing: 0,
+          }),
+        )
     })
     return out
   }, [runs, series])

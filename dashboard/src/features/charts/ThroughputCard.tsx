@@ -1,41 +1,57 @@
-// Tokens per second (left axis) and MFU (right axis, dashed), with TFLOP/s in the numbers.
+// Throughput: tokens per second, achieved TFLOP/s and MFU as numbers; one of them plotted (smoothed,
+// the raw values faint behind), chosen in the card.
 import { useMemo, useState } from 'react'
 import { BigNumber } from '../../components/BigNumber'
 import { Card } from '../../components/Card'
 import { Legend, type LegendEntry } from '../../components/Legend'
 import { formatFixed, formatInt, formatPercent } from '../../lib/format'
 import { lastOf } from '../stream/runData'
-import { MFU_AXIS, TOKENS_PER_S_AXIS, X_AXES } from './axes'
+import type { TrainKey } from '../series/localSeries'
+import { MFU_AXIS, TFLOPS_AXIS, TOKENS_PER_S_AXIS, X_AXES } from './axes'
 import { useRunSeries, type ChartRun, type SeriesSpec } from './chartRuns'
 import { seriesDatasets, type LineDataset } from './datasets'
-import { TimeSeriesChart } from './TimeSeriesChart'
+import { TimeSeriesChart, type AxisFormat } from './TimeSeriesChart'
 
-const SPECS: SeriesSpec[] = [
-  { key: 'tokens_per_s', smoothing: 0 },
-  { key: 'mfu', smoothing: 0 },
-]
+type Plotted = Extract<TrainKey, 'tokens_per_s' | 'tflops' | 'mfu'>
+const PLOTS: Record<Plotted, { label: string; axis: AxisFormat }> = {
+  tokens_per_s: { label: 'tokens/s', axis: TOKENS_PER_S_AXIS },
+  tflops: { label: 'TFLOP/s', axis: TFLOPS_AXIS },
+  mfu: { label: 'MFU', axis: MFU_AXIS },
+}
+// throughput is noisy step to step: smooth harder than the loss
+const SMOOTHING = 0.9
 
 export function ThroughputCard({ runs }: { runs: readonly ChartRun[] }) {
+  const [plotted, setPlotted] = useState<Plotted>('tokens_per_s')
   const [range, setRange] = useState<readonly [number, number] | null>(null)
-  const series = useRunSeries(runs, SPECS, 'step', range)
+  const specs = useMemo<SeriesSpec[]>(() => [{ key: plotted, smoothing: SMOOTHING }], [plotted])
+  const series = useRunSeries(runs, specs, 'step', range)
   const datasets = useMemo(() => {
     const out: LineDataset[] = []
     runs.forEach((run, i) => {
-      const [tps, mfu] = series[i] ?? []
-      const prefix = runs.length > 1 ? `${run.name} ` : ''
-      if (tps) out.push(...seriesDatasets(tps.view, { runId: run.info.run_id, key: 'tokens_per_s', label: `${prefix}tokens/s`, color: run.color, smoothing: 0 }))
-      if (mfu) out.push(...seriesDatasets(mfu.view, { runId: run.info.run_id, key: 'mfu', label: `${prefix}MFU`, color: run.color, smoothing: 0, yAxisID: 'y2', dash: [5, 4] }))
+      const state = series[i]?.[0]
+      const label = runs.length > 1 ? `${run.name} ${PLOTS[plotted].label}` : PLOTS[plotted].label
+      if (state)
+        out.push(
+          ...seriesDatasets(state.view, {
+            runId: run.info.run_id,
+            key: plotted,
+            label,
+            color: run.color,
+            smoothing: SMOOTHING,
+          }),
+        )
     })
     return out
-  }, [runs, series])
+  }, [runs, series, plotted])
 
   const primary = runs.find((run) => run.local)
   const last = primary?.local ? lastOf(primary.local.train) : undefined
   const legend: LegendEntry[] = runs.flatMap((run) => {
     const prefix = runs.length > 1 ? `${run.name} ` : ''
     return [
-      { label: `${prefix}tokens/s (left)`, color: run.color, kind: 'line' as const },
-      { label: `${prefix}MFU (right)`, color: run.color, kind: 'dashed' as const },
+      { label: `${prefix}${PLOTS[plotted].label} (smoothed)`, color: run.color, kind: 'line' as const },
+      { label: `${prefix}raw`, color: run.color, kind: 'faint' as const },
     ]
   })
 
@@ -43,10 +59,28 @@ export function ThroughputCard({ runs }: { runs: readonly ChartRun[] }) {
     <Card
       id="throughput"
       title="Throughput"
+      tools={
+        <label className="tool">
+          <span>Plot</span>
+          <select value={plotted} data-testid="throughput-key" onChange={(e) => { setPlotted(e.target.value as Plotted); }}>
+            {(Object.keys(PLOTS) as Plotted[]).map((key) => (
+              <option key={key} value={key}>
+                {PLOTS[key].label}
+              </option>
+            ))}
+          </select>
+        </label>
+      }
       numbers={
         <>
           <BigNumber label="tokens/s" value={formatInt(last?.tokens_per_s)} unit="tok/s" testId="value-tokens-per-s" />
-          <BigNumber label="achieved" value={formatFixed(last?.tflops, last && last.tflops < 10 ? 2 : 1)} unit="TFLOP/s" testId="value-tflops" size="medium" />
+          <BigNumber
+            label="achieved"
+            value={formatFixed(last?.tflops, last && last.tflops < 10 ? 2 : 1)}
+            unit="TFLOP/s"
+            testId="value-tflops"
+            size="medium"
+          />
           <BigNumber label="MFU" value={formatPercent(last?.mfu)} testId="value-mfu" size="medium" />
         </>
       }
@@ -54,11 +88,10 @@ export function ThroughputCard({ runs }: { runs: readonly ChartRun[] }) {
     >
       <TimeSeriesChart
         testId="chart-throughput"
-        ariaLabel="Tokens per second and model FLOPs utilisation by step"
+        ariaLabel={`${PLOTS[plotted].label} by step`}
         datasets={datasets}
         x={X_AXES.step}
-        y={TOKENS_PER_S_AXIS}
-        y2={MFU_AXIS}
+        y={PLOTS[plotted].axis}
         range={range}
         onRangeChange={setRange}
       />

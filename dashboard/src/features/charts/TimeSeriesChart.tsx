@@ -65,7 +65,12 @@ export function TimeSeriesChart(props: TimeSeriesChartProps) {
         },
         zoom: {
           zoom: {
-            drag: { enabled: zoomable, backgroundColor: 'rgba(86, 180, 233, 0.18)', borderColor: '#0072B2', borderWidth: 1 },
+            drag: {
+              enabled: zoomable,
+              backgroundColor: 'rgba(86, 180, 233, 0.18)',
+              borderColor: '#0072B2',
+              borderWidth: 1,
+            },
             wheel: { enabled: false },
             pinch: { enabled: false },
             mode: 'x',

@@ -1,4 +1,12 @@
-import { formatClock, formatCompact, formatInt, formatPercent, formatSci, formatValue } from '../../lib/format'
+import {
+  formatClock,
+  formatCompact,
+  formatFixed,
+  formatInt,
+  formatPercent,
+  formatSci,
+  formatValue,
+} from '../../lib/format'
 import type { SeriesX } from '../../types/protocol'
 import type { AxisFormat } from './TimeSeriesChart'
 
@@ -12,8 +20,9 @@ export const X_LABELS: Record<SeriesX, string> = { step: 'Step', tokens_seen: 'T
 
 export const LOSS_AXIS: AxisFormat = { title: 'loss', format: (v) => formatValue(v) }
 export const TOKENS_PER_S_AXIS: AxisFormat = { title: 'tokens/s', format: (v) => formatCompact(v) }
-export const MFU_AXIS: AxisFormat & { min: number } = { title: 'MFU', format: (v) => formatPercent(v, 0), min: 0 }
-export const LR_AXIS: AxisFormat = { title: 'learning rate', format: (v) => formatSci(v, 1) }
+export const MFU_AXIS: AxisFormat = { title: 'MFU', format: (v) => formatPercent(v, 0) }
+export const TFLOPS_AXIS: AxisFormat = { title: 'TFLOP/s', format: (v) => formatFixed(v, 2) }
+export const LR_AXIS: AxisFormat = { title: 'learning rate', format: (v) => (v === 0 ? '0' : formatSci(v, 1)) }
 export const SCALE_AXIS: AxisFormat = { title: 'loss scale', format: (v) => formatCompact(v) }
 export const NORM_AXIS: AxisFormat = { title: 'norm', format: (v) => formatValue(v) }
 export const PERCENT_AXIS: AxisFormat = { title: '%', format: (v) => `${formatInt(v)} %` }

@@ -64,10 +64,11 @@ export function seriesDatasets(view: SeriesView, style: DatasetStyle): LineDatas
       series: tag('val'),
       data: view.points.map((p) => ({ x: p.x - off, y: p.last })),
       borderColor: style.color,
-      backgroundColor: style.color,
+      backgroundColor: 'transparent',
       borderWidth: 1.5,
       borderDash: [6, 4],
-      pointRadius: 3.5,
+      pointRadius: 4,
+      pointBorderWidth: 2,
       pointStyle: 'circle',
       order: 1,
     } as LineDataset)

@@ -85,8 +85,7 @@ export function setupCharts(): void {
   Interaction.modes.eachNearestX = eachNearestX
   Chart.defaults.animation = false
   Chart.defaults.maintainAspectRatio = false
-  Chart.defaults.font.family =
-    'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif'
+  Chart.defaults.font.family = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif'
   Chart.defaults.font.size = 12
   applyTheme()
   darkQuery()?.addEventListener('change', () => {

@@ -6,7 +6,13 @@ import type { ControlResult } from '../../lib/api'
 import { Controls, type ControlsProps } from './Controls'
 import { commandView, NO_TOKEN_MESSAGE, parseLrScale, reduceCommands } from './controlState'
 
-function ack(id: string, action: ControlRecord['action'], status: ControlRecord['status'], step: number, extra: Partial<ControlRecord> = {}): ControlRecord {
+function ack(
+  id: string,
+  action: ControlRecord['action'],
+  status: ControlRecord['status'],
+  step: number,
+  extra: Partial<ControlRecord> = {},
+): ControlRecord {
   return { type: 'control', run_id: 'run-a', seq: 100 + step, time: 0, command_id: id, action, status, step, ...extra }
 }
 
@@ -40,10 +46,16 @@ describe('control state', () => {
     state = reduceCommands(state, { type: 'accepted', action: 'pause', id: 'c1' })
     expect(commandView('pause', state.pause, new Map())?.phase).toBe('pending')
     // an acknowledgement of another command changes nothing
-    expect(commandView('pause', state.pause, new Map([['c0', ack('c0', 'pause', 'applied', 3)]]))?.phase).toBe('pending')
+    expect(commandView('pause', state.pause, new Map([['c0', ack('c0', 'pause', 'applied', 3)]]))?.phase).toBe(
+      'pending',
+    )
     const applied = commandView('pause', state.pause, new Map([['c1', ack('c1', 'pause', 'applied', 7)]]))
     expect(applied).toMatchObject({ phase: 'applied', step: 7, text: 'applied at step 7' })
-    const rejected = commandView('pause', state.pause, new Map([['c1', ack('c1', 'pause', 'rejected', 7, { detail: 'already paused' })]]))
+    const rejected = commandView(
+      'pause',
+      state.pause,
+      new Map([['c1', ack('c1', 'pause', 'rejected', 7, { detail: 'already paused' })]]),
+    )
     expect(rejected).toMatchObject({ phase: 'rejected', text: 'rejected at step 7: already paused' })
   })
 
@@ -136,7 +148,7 @@ describe('<Controls>', () => {
   })
 
   it('controls of an ended run are off, with the reason on hover and on the page', () => {
-    const reason = 'Run finished (finished at step 100): controls are off'
+    const reason = 'controls are off: the run finished'
     const { post } = setup({ offReason: reason, run: runInfo('run-a', { state: 'finished', live: false }) })
     for (const id of ['control-pause', 'control-resume', 'control-save', 'control-set-lr', 'control-stop']) {
       const button = screen.getByTestId(id)

@@ -85,9 +85,27 @@ export function Controls({ run, runName, step, token, controls, offReason, post 
   return (
     <div className="controls" role="group" aria-label="Run controls">
       <div className="controls-row">
-        <ControlButton action="pause" reason={reason('pause')} onClick={() => { send('pause'); }} />
-        <ControlButton action="resume" reason={reason('resume')} onClick={() => { send('resume'); }} />
-        <ControlButton action="save" reason={reason('save')} onClick={() => { send('save'); }}>
+        <ControlButton
+          action="pause"
+          reason={reason('pause')}
+          onClick={() => {
+            send('pause')
+          }}
+        />
+        <ControlButton
+          action="resume"
+          reason={reason('resume')}
+          onClick={() => {
+            send('resume')
+          }}
+        />
+        <ControlButton
+          action="save"
+          reason={reason('save')}
+          onClick={() => {
+            send('save')
+          }}
+        >
           Save now
         </ControlButton>
         <form
@@ -120,7 +138,14 @@ export function Controls({ run, runName, step, token, controls, offReason, post 
           </ControlButton>
         </form>
         <span className="controls-gap" aria-hidden="true" />
-        <ControlButton action="stop" reason={reason('stop')} danger onClick={() => { setConfirming(true); }}>
+        <ControlButton
+          action="stop"
+          reason={reason('stop')}
+          danger
+          onClick={() => {
+            setConfirming(true)
+          }}
+        >
           Stop…
         </ControlButton>
       </div>
@@ -133,7 +158,12 @@ export function Controls({ run, runName, step, token, controls, offReason, post 
             </span>
           ) : null}
           {statuses.map((view) => (
-            <span key={view.action} className={`status status-${view.phase}`} data-testid={`control-status-${view.action}`} data-phase={view.phase}>
+            <span
+              key={view.action}
+              className={`status status-${view.phase}`}
+              data-testid={`control-status-${view.action}`}
+              data-phase={view.phase}
+            >
               {NAMES[view.action]}: {view.text}
             </span>
           ))}
@@ -144,7 +174,9 @@ export function Controls({ run, runName, step, token, controls, offReason, post 
           runName={runName}
           runId={run.run_id}
           step={step === null ? '—' : formatInt(step)}
-          onCancel={() => { setConfirming(false); }}
+          onCancel={() => {
+            setConfirming(false)
+          }}
           onConfirm={() => {
             setConfirming(false)
             send('stop')

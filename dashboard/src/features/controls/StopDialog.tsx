@@ -33,13 +33,15 @@ export function StopDialog({ runName, runId, step, onCancel, onConfirm }: StopDi
         aria-labelledby="stop-title"
         aria-describedby="stop-text"
         data-testid="stop-dialog"
-        onClick={(event) => { event.stopPropagation(); }}
+        onClick={(event) => {
+          event.stopPropagation()
+        }}
       >
         <h2 id="stop-title">Stop {runName}?</h2>
         <p id="stop-text">
           Run <strong>{runName}</strong>
-          {sameName ? null : <> ({runId})</>} is at step <strong>{step}</strong>. Stop saves a complete checkpoint, then every
-          rank exits. It can be resumed later from that checkpoint.
+          {sameName ? null : <> ({runId})</>} is at step <strong>{step}</strong>. Stop saves a complete checkpoint, then
+          every rank exits. It can be resumed later from that checkpoint.
         </p>
         <div className="modal-actions">
           <button type="button" ref={cancelRef} className="control" data-testid="stop-cancel" onClick={onCancel}>

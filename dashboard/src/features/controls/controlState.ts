@@ -65,14 +65,13 @@ export function commandView(
   return { action, phase: 'rejected', text: `rejected at step ${formatInt(record.step)}${why}`, step: record.step }
 }
 
-export const NO_TOKEN_MESSAGE =
-  'no control token: open the address the sidecar printed (it ends in #token=…)'
+export const NO_TOKEN_MESSAGE = 'no control token: open the address the sidecar printed (it ends in #token=…)'
 
 /** Parse the set_lr multiplier field: a finite number > 0, else a sentence saying what is wrong. */
 export function parseLrScale(text: string): { ok: true; value: number } | { ok: false; message: string } {
   const value = Number(text.trim())
   if (text.trim() === '' || !Number.isFinite(value)) return { ok: false, message: 'enter a number, e.g. 0.5' }
   if (value <= 0) return { ok: false, message: 'the multiplier must be above 0' }
-  if (value > 100) return { ok: false, message: 'at most 100× the schedule' }
+  if (value > 1000) return { ok: false, message: 'at most 1000× the schedule' }
   return { ok: true, value }
 }

@@ -20,7 +20,9 @@ export function Heatmap({ matrix, label, testId }: { matrix: Matrix; label: stri
       setWidth(Math.floor(entries[0]?.contentRect.width ?? 0))
     })
     observer.observe(canvas)
-    return () => { observer.disconnect(); }
+    return () => {
+      observer.disconnect()
+    }
   }, [])
 
   const gutter = Math.min(GUTTER_MAX, Math.floor(width * 0.35))
@@ -66,7 +68,10 @@ export function Heatmap({ matrix, label, testId }: { matrix: Matrix; label: stri
       setCell(null)
       return
     }
-    setCell([Math.min(nRows - 1, Math.floor((y / HEIGHT) * nRows)), Math.min(nCols - 1, Math.floor((x / (width - gutter)) * nCols))])
+    setCell([
+      Math.min(nRows - 1, Math.floor((y / HEIGHT) * nRows)),
+      Math.min(nCols - 1, Math.floor((x / (width - gutter)) * nCols)),
+    ])
   }
   const move = (event: KeyboardEvent<HTMLCanvasElement>): void => {
     const [r, c] = cell ?? [0, nCols - 1]
@@ -101,14 +106,18 @@ export function Heatmap({ matrix, label, testId }: { matrix: Matrix; label: stri
         role="img"
         aria-label={`${label} per layer over steps: ${String(nRows)} layers, ${String(nCols)} columns`}
         onMouseMove={locate}
-        onMouseLeave={() => { setCell(null); }}
+        onMouseLeave={() => {
+          setCell(null)
+        }}
         onKeyDown={move}
       />
       <div className="heatmap-scale">
         <span>{range ? formatValue(range[0]) : '—'}</span>
         <span className="heatmap-gradient" aria-hidden="true" />
         <span>{range ? formatValue(range[1]) : '—'}</span>
-        <span className="heatmap-scale-note">log scale · steps {formatInt(matrix.cols[0])}–{formatInt(matrix.cols[nCols - 1])}</span>
+        <span className="heatmap-scale-note">
+          log scale · steps {formatInt(matrix.cols[0])}–{formatInt(matrix.cols[nCols - 1])}
+        </span>
       </div>
       <p className="heatmap-readout" aria-live="polite">
         {readout}

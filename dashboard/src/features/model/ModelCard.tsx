@@ -28,7 +28,15 @@ export function ModelCard({ run }: { run: ChartRun | null }) {
   const series = useRunSeries(runs, SPECS, 'step', null)
   const gradDatasets = useMemo(() => {
     const view = series[0]?.[0]?.view
-    return run && view ? seriesDatasets(view, { runId: run.info.run_id, key: 'grad_norm', label: 'grad norm', color: run.color, smoothing: 0 }) : []
+    return run && view
+      ? seriesDatasets(view, {
+          runId: run.info.run_id,
+          key: 'grad_norm',
+          label: 'grad norm',
+          color: run.color,
+          smoothing: 0,
+        })
+      : []
   }, [run, series])
 
   const params = run?.local?.params
@@ -43,7 +51,8 @@ export function ModelCard({ run }: { run: ChartRun | null }) {
   const sizes = useMemo(() => moduleSizes(latestParams?.layers ?? []), [latestParams])
   const histograms = useMemo(() => {
     const byName = new Map<string, { histogram: Histogram; step: number }>()
-    for (const record of params ?? []) if (record.histogram) byName.set(record.histogram.name, { histogram: record.histogram, step: record.step })
+    for (const record of params ?? [])
+      if (record.histogram) byName.set(record.histogram.name, { histogram: record.histogram, step: record.step })
     return byName
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [version, run?.info.run_id])
@@ -54,7 +63,12 @@ export function ModelCard({ run }: { run: ChartRun | null }) {
   const maxRatio = useMemo(() => {
     let best: { name: string; value: number } | null = null
     for (const l of latestParams?.layers ?? []) {
-      if (typeof l.update_ratio === 'number' && Number.isFinite(l.update_ratio) && (!best || l.update_ratio > best.value)) best = { name: l.name, value: l.update_ratio }
+      if (
+        typeof l.update_ratio === 'number' &&
+        Number.isFinite(l.update_ratio) &&
+        (!best || l.update_ratio > best.value)
+      )
+        best = { name: l.name, value: l.update_ratio }
     }
     return best
   }, [latestParams])
@@ -66,7 +80,13 @@ export function ModelCard({ run }: { run: ChartRun | null }) {
       tools={
         <label className="tool">
           <span>Heatmap</span>
-          <select value={metric} data-testid="layer-metric" onChange={(e) => { setMetric(e.target.value as LayerMetric); }}>
+          <select
+            value={metric}
+            data-testid="layer-metric"
+            onChange={(e) => {
+              setMetric(e.target.value as LayerMetric)
+            }}
+          >
             {(Object.keys(METRIC_LABEL) as LayerMetric[]).map((key) => (
               <option key={key} value={key}>
                 {METRIC_LABEL[key]}
@@ -85,11 +105,24 @@ export function ModelCard({ run }: { run: ChartRun | null }) {
             testId="value-update-ratio"
             size="medium"
           />
-          <BigNumber label="parameters" value={formatCompact(sizes.total || null)} note={sizes.blocks ? `${String(sizes.blocks)} blocks` : undefined} size="medium" />
+          <BigNumber
+            label="parameters"
+            value={formatCompact(sizes.total || null)}
+            note={sizes.blocks ? `${String(sizes.blocks)} blocks` : undefined}
+            size="medium"
+          />
         </>
       }
     >
-      <TimeSeriesChart testId="chart-grad-norm" ariaLabel="Global gradient norm by step" datasets={gradDatasets} x={X_AXES.step} y={NORM_AXIS} range={null} height={120} />
+      <TimeSeriesChart
+        testId="chart-grad-norm"
+        ariaLabel="Global gradient norm by step"
+        datasets={gradDatasets}
+        x={X_AXES.step}
+        y={NORM_AXIS}
+        range={null}
+        height={120}
+      />
       <h3 className="sub-title">{METRIC_LABEL[metric]} per layer</h3>
       {matrix.rows.length > 0 ? (
         <Heatmap matrix={matrix} label={METRIC_LABEL[metric]} testId="chart-layers" />
@@ -114,7 +147,13 @@ export function ModelCard({ run }: { run: ChartRun | null }) {
         <div className="histogram">
           <label className="tool">
             <span>Weights of</span>
-            <select value={chosen.histogram.name} data-testid="histogram-layer" onChange={(e) => { setLayer(e.target.value); }}>
+            <select
+              value={chosen.histogram.name}
+              data-testid="histogram-layer"
+              onChange={(e) => {
+                setLayer(e.target.value)
+              }}
+            >
               {names.map((name) => (
                 <option key={name} value={name}>
                   {name}
@@ -137,21 +176,45 @@ function HistogramChart({ histogram, color }: { histogram: Histogram; color: str
       const hi = histogram.edges[i + 1] ?? lo
       return formatValue((lo + hi) / 2)
     })
-    return { labels, datasets: [{ label: 'count', data: [...histogram.counts], backgroundColor: color, barPercentage: 1, categoryPercentage: 1 }] }
+    return {
+      labels,
+      datasets: [
+        {
+          label: 'count',
+          data: [...histogram.counts],
+          backgroundColor: color,
+          barPercentage: 1,
+          categoryPercentage: 1,
+        },
+      ],
+    }
   }, [histogram, color])
   const options = useMemo(
     (): ChartOptions<'bar'> => ({
       animation: false,
       responsive: true,
       maintainAspectRatio: false,
-      plugins: { legend: { display: false }, tooltip: { callbacks: { title: (items) => `weight ≈ ${items[0]?.label ?? ''}` } } },
-      scales: { x: { ticks: { maxTicksLimit: 7 } }, y: { ticks: { maxTicksLimit: 4, callback: (v) => formatCompact(Number(v)) } } },
+      plugins: {
+        legend: { display: false },
+        tooltip: { callbacks: { title: (items) => `weight ≈ ${items[0]?.label ?? ''}` } },
+      },
+      scales: {
+        x: { ticks: { maxTicksLimit: 7 } },
+        y: { ticks: { maxTicksLimit: 4, callback: (v) => formatCompact(Number(v)) } },
+      },
     }),
     [],
   )
   return (
     <div className="chart-box" style={{ height: 140 }}>
-      <Bar data={data} options={options} updateMode="none" data-testid="chart-histogram" role="img" aria-label={`Histogram of ${histogram.name}`} />
+      <Bar
+        data={data}
+        options={options}
+        updateMode="none"
+        data-testid="chart-histogram"
+        role="img"
+        aria-label={`Histogram of ${histogram.name}`}
+      />
     </div>
   )
 }

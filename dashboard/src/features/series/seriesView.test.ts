@@ -54,7 +54,10 @@ describe('bucketLocally', () => {
 
   it('restricts to a zoomed range and gives raw points inside it', () => {
     const xs = range(10_000)
-    const view = bucketLocally({ xs, values: xs.map((x) => x * 2) }, { buckets: 1500, smoothing: 0, xMin: 100, xMax: 199 })
+    const view = bucketLocally(
+      { xs, values: xs.map((x) => x * 2) },
+      { buckets: 1500, smoothing: 0, xMin: 100, xMax: 199 },
+    )
     expect(view.raw).toBe(true)
     expect(view.points).toHaveLength(100)
     expect(view.points[0]?.x).toBe(100)
@@ -70,7 +73,11 @@ describe('normaliseSeries', () => {
         { x: 10, min: 1, max: 3, last: 2, smoothed: 2.5 },
         { x: 5, min: 4, max: 6, last: 5, smoothed: 5 },
       ],
-      markers: [{ x: 7, kind: 'nan' }, { x: 8, value: 'Infinity' }, { x: 9, kind: 'skipped_step' }],
+      markers: [
+        { x: 7, kind: 'nan' },
+        { x: 8, value: 'Infinity' },
+        { x: 9, kind: 'skipped_step' },
+      ],
     })
     expect(bucketed.points.map((p) => p.x)).toEqual([5, 10])
     expect(bucketed.markers.map((m) => m.kind)).toEqual(['nan', 'inf', 'skipped'])
@@ -108,9 +115,25 @@ describe('markers', () => {
 
   it('skipped steps are where the counter grew; merged lists hold each marker once', () => {
     expect(skippedStepXs([10, 20, 30, 40], [0, 1, 1, 3])).toEqual([20, 40])
-    expect(mergeMarkers([{ x: 2, kind: 'skipped' }], [{ x: 2, kind: 'skipped' }, { x: 1, kind: 'nan' }])).toEqual([
+    expect(
+      mergeMarkers(
+        [{ x: 2, kind: 'skipped' }],
+        [
+          { x: 2, kind: 'skipped' },
+          { x: 1, kind: 'nan' },
+        ],
+      ),
+    ).toEqual([
       { x: 1, kind: 'nan' },
       { x: 2, kind: 'skipped' },
     ])
+  })
+})
+
+describe('the branch a resumed run is on', () => {
+  it('drops the records past the resume step that were logged before it', async () => {
+    const { currentBranch } = await import('./localSeries')
+    const steps = [1, 2, 3, 4, 5, 3, 4, 5, 6].map((step, seq) => ({ step, seq }))
+    expect(currentBranch(steps).map((r) => r.seq)).toEqual([0, 1, 5, 6, 7, 8])
   })
 })

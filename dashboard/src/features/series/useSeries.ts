@@ -12,6 +12,7 @@ import {
   EMPTY_VIEW,
   lastX,
   localTail,
+  mergeMarkers,
   normaliseSeries,
   withTail,
   type LocalSeries,
@@ -159,13 +160,32 @@ export function useSeriesSet(requests: readonly SeriesRequest[]): SeriesState[] 
 }
 
 /** What to draw for one request, from the sidecar's answer (if any) and the page's own records. */
-export function seriesState(request: SeriesRequest, entry: Entry | undefined, stale: SeriesView | undefined): SeriesState {
+export function seriesState(
+  request: SeriesRequest,
+  entry: Entry | undefined,
+  stale: SeriesView | undefined,
+): SeriesState {
   const error = entry?.error ?? null
   const local = request.local
   if (entry?.view) {
-    const view = entry.view
-    if (!local || request.range !== null) return { view, source: 'sidecar', error }
-    return { view: withTail(view, localTail(local, lastX(view), request.smoothing)), source: 'sidecar', error }
+    const fetched = entry.view
+    if (!local) return { view: fetched, source: 'sidecar', error }
+    // the skipped fp16 steps the page knows of, on every series it marks them on (the loss too)
+    const end = lastX(fetched)
+    const [lo, hi] = request.range ?? [-Infinity, Infinity]
+    const skipped = (local.skipped ?? []).filter((x) => x >= lo && x <= hi && x <= end)
+    const view =
+      skipped.length > 0
+        ? {
+            ...fetched,
+            markers: mergeMarkers(
+              fetched.markers,
+              skipped.map((x) => ({ x, kind: 'skipped' as const })),
+            ),
+          }
+        : fetched
+    if (request.range !== null) return { view, source: 'sidecar', error }
+    return { view: withTail(view, localTail(local, end, request.smoothing)), source: 'sidecar', error }
   }
   if (local) {
     const [xMin, xMax] = request.range ?? [undefined, undefined]

@@ -10,7 +10,8 @@ function makeStream(overrides: Partial<RunStreamOptions> = {}) {
   const loadHistory = vi.fn<(since: number) => Promise<MetricRecord[]>>(() => Promise.resolve([]))
   const stream = new RunStream({
     runId: RUN,
-    socketUrl: (since, epoch) => `ws://sidecar/ws/dashboard?run=${RUN}&since=${String(since)}${epoch ? `&epoch=${epoch}` : ''}`,
+    socketUrl: (since, epoch) =>
+      `ws://sidecar/ws/dashboard?run=${RUN}&since=${String(since)}${epoch ? `&epoch=${epoch}` : ''}`,
     loadHistory,
     onRecords: (records) => received.push(...records),
     createSocket: (url) => new FakeSocket(url),
@@ -167,7 +168,11 @@ describe('RunStream', () => {
     const socket = FakeSocket.latest()
     socket.serverSend('not json {')
     socket.serverSend({ kind: 'records', epoch: 'E', records: [trainRecord('other-run', 0)] })
-    socket.serverSend({ kind: 'records', epoch: 'E', records: [trainRecord(RUN, 2), trainRecord(RUN, 0), trainRecord(RUN, 1)] })
+    socket.serverSend({
+      kind: 'records',
+      epoch: 'E',
+      records: [trainRecord(RUN, 2), trainRecord(RUN, 0), trainRecord(RUN, 1)],
+    })
     expect(seqs(received)).toEqual([0, 1, 2])
     expect(received.every((r) => r.run_id === RUN)).toBe(true)
     stream.stop()
@@ -176,7 +181,10 @@ describe('RunStream', () => {
   it('reads the bare NaN that Python json writes', () => {
     const { stream, received } = makeStream()
     stream.start()
-    const text = JSON.stringify({ kind: 'records', epoch: 'E', records: [trainRecord(RUN, 0)] }).replace('"loss":4', '"loss":NaN')
+    const text = JSON.stringify({ kind: 'records', epoch: 'E', records: [trainRecord(RUN, 0)] }).replace(
+      '"loss":4',
+      '"loss":NaN',
+    )
     FakeSocket.latest().serverSend(text)
     expect(received).toHaveLength(1)
     expect(received[0]?.type === 'train' && received[0].loss).toBe('NaN')

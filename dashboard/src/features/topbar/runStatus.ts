@@ -34,15 +34,17 @@ export function stateDetail(state: BadgeState, states: readonly RunStateRecord[]
     return `stopped reporting without a final state${run?.step != null ? ` at step ${String(run.step)}` : ''}`
   }
   if ((state === 'finished' || state === 'stopped') && last) {
-    return last.detail ? `${last.state} at step ${String(last.step)}: ${last.detail}` : `${last.state} at step ${String(last.step)}`
+    return last.detail
+      ? `${last.state} at step ${String(last.step)}: ${last.detail}`
+      : `${last.state} at step ${String(last.step)}`
   }
   return last?.detail ?? ''
 }
 
 /** Why the controls are off, or null when they can be used. */
-export function controlsOffReason(state: BadgeState, run: RunInfo | null, detail: string): string | null {
+export function controlsOffReason(state: BadgeState, run: RunInfo | null): string | null {
   if (!run) return 'no run selected'
-  if (ENDED.has(state)) return `Run ${state}${detail ? ` (${detail})` : ''}: controls are off`
+  if (ENDED.has(state)) return `controls are off: the run ${state}`
   if (state === 'disconnected') return 'disconnected from the sidecar: controls wait for it'
   if (!run.live) return 'the run is not reporting to this sidecar: controls are off'
   return null
