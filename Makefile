@@ -17,7 +17,7 @@ DEMO_EVERY ?= $(shell echo $$(( ($(DEMO_STEPS) + 3) / 4 )))
 DEMO_RUN_DIR ?= runs/demo
 DEMO_ENV = $(if $(HAS_GPU),,CUDA_VISIBLE_DEVICES= DS_ACCELERATOR=cpu)
 
-.PHONY: setup demo test test-fast test-fake-cuda lint typecheck bench gpu-check clean dashboard
+.PHONY: setup demo test test-fast test-fake-cuda lint typecheck bench gpu-check clean dashboard browser
 
 setup: $(STAMP)
 
@@ -35,14 +35,24 @@ endif
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: setup
+# The demo starts the dashboard first (its URL is the first thing printed; it stays up afterwards), then
+# trains with --dashboard auto: watch the run live in a browser. DEMO_DASHBOARD=URL reports to another
+# sidecar (token in LLM_DASHBOARD_TOKEN); DEMO_DASHBOARD= trains without one.
+DEMO_DASHBOARD ?= auto
+DEMO_RUNS := $(patsubst %/,%,$(dir $(DEMO_RUN_DIR)))
+demo: setup $(if $(DEMO_DASHBOARD),dashboard)
+ifeq ($(DEMO_DASHBOARD),auto)
+	$(PY) -m llm.telemetry.dashboard_link --runs-dir $(DEMO_RUNS)
+endif
 ifeq ($(HAS_GPU),)
 	$(DEMO_ENV) $(DEEPSPEED) --num_gpus 2 --master_port $(DEMO_PORT) launch/train.py \
 		--deepspeed ds_configs/cpu.json --model tiny --max-steps $(DEMO_STEPS) --eval-every $(DEMO_EVERY) \
-		--save-every $(DEMO_EVERY) --run-dir $(DEMO_RUN_DIR) --resume auto
+		--save-every $(DEMO_EVERY) --run-dir $(DEMO_RUN_DIR) --resume auto \
+		$(if $(DEMO_DASHBOARD),--dashboard $(DEMO_DASHBOARD))
 else
 	$(DEEPSPEED) launch/train.py --deepspeed ds_configs/3090.json --max-steps $(DEMO_STEPS) \
-		--eval-every $(DEMO_EVERY) --save-every $(DEMO_EVERY) --run-dir $(DEMO_RUN_DIR) --resume auto
+		--eval-every $(DEMO_EVERY) --save-every $(DEMO_EVERY) --run-dir $(DEMO_RUN_DIR) --resume auto \
+		$(if $(DEMO_DASHBOARD),--dashboard $(DEMO_DASHBOARD))
 endif
 	$(DEMO_ENV) $(PY) -m llm.generate --checkpoint $(DEMO_RUN_DIR) --prompt "def " --max-new-tokens 120
 
@@ -53,7 +63,13 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+# the browser tests drive Debian's Chromium through Playwright (never `playwright install`)
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: lint typecheck dashboard browser
+	cd dashboard && npm test
 	$(VENV)/bin/pytest -v -s --durations=20
 
 test-fast: setup
