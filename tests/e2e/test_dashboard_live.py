@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,8 @@ from tests.helpers import (
     wait_for,
 )
 
-playwright = pytest.importorskip("playwright.sync_api")
-
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 TOKEN = "e2e-token-0123456789abcdef"
 DIST_TIMEOUT = 15  # s: the pause below outlasts it
 # where the screenshots for docs/dashboard.md go when asked (DASHBOARD_SCREENSHOTS=docs/img)
@@ -51,15 +43,6 @@ LOSS_STEPS_JS = """(runId) => {
     (d) => d.series && d.series.runId === runId && d.series.key === 'loss' && d.series.role === 'raw');
   return d ? d.data.map((p) => p.x) : null;
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    assert (REPO / "dashboard" / "dist" / "index.html").exists(), "build the dashboard first: make dashboard"
-    with playwright.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def control_records(run_dir: Path, action: str) -> list[dict[str, Any]]:
