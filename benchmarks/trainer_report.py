@@ -11,11 +11,13 @@ LABELS = {"plain": "plain loop (our GPT)", "nanogpt": "nanoGPT recipe"}
 
 
 def label(name: str) -> str:
-    """`trainer_zero1` -> `trainer, ZeRO-1`, `trainer_zero0_forloop` -> `trainer, ZeRO-0, for-loop AdamW`."""
+    """`trainer_zero1` -> `trainer, ZeRO-1`, `trainer_zero0_forloop` -> `trainer, ZeRO-0, for-loop AdamW`,
+    `trainer_zero0_dashboard` -> `trainer, ZeRO-0, reporting to the dashboard`."""
     if name in LABELS:
         return LABELS[name]
-    stage, _, for_loop = name.removeprefix("trainer_zero").partition("_")
-    return f"trainer, ZeRO-{stage}" + (", for-loop AdamW" if for_loop else "")
+    stage, *variants = name.removeprefix("trainer_zero").split("_")
+    words = {"forloop": "for-loop AdamW", "dashboard": "reporting to the dashboard"}
+    return ", ".join([f"trainer, ZeRO-{stage}", *(words[v] for v in variants)])
 
 
 def write_report(result: dict[str, Any], out: Path, *, data_prep: Path) -> str:
@@ -25,6 +27,18 @@ def write_report(result: dict[str, Any], out: Path, *, data_prep: Path) -> str:
     text = "\n".join([*_summary(result), *_profile(result.get("profile")), *_data_prep(data_prep)]) + "\n"
     (out / "trainer_vs_plain.md").write_text(text)
     return text
+
+
+def _reporter_cost(runs: dict[str, Any]) -> list[str]:
+    on = {n: r for n, r in runs.items() if "over_reporter_off" in r}
+    costs = [f"{label(n)}: **{r['over_reporter_off']:.3f}**" for n, r in on.items()]
+    if not costs:
+        return []
+    return [
+        "The dashboard's cost: tokens/s with every record relayed to a real sidecar (`python -m llm.sidecar` "
+        "on loopback, `--dashboard URL`) ÷ the same stage without: " + "; ".join(costs) + " (goal ≥ 0.99).",
+        "",
+    ]
 
 
 def _summary(r: dict[str, Any]) -> list[str]:
@@ -54,6 +68,7 @@ def _summary(r: dict[str, Any]) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
         *rows,
         "",
+        *_reporter_cost(runs),
         f"Each figure is the median over {r['rounds']} interleaved rounds of the median window rate "
         f"({r['log_every']} step(s) a window, closed after `loss.item()`) over {r['steps_per_round']} steps "
         f"after {r['warmup_steps']} warm-up steps. The trainer's tokens/s is wall clock between its "

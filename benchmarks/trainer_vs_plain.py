@@ -1,29 +1,34 @@
 """Trainer vs a plain PyTorch loop and nanoGPT's recipe: same shape, batch, dtype and data, one process.
 
     .venv/bin/python benchmarks/trainer_vs_plain.py [--steps 40] [--rounds 3] [--zero-stages 0,1] [--profile]
-        [--for-loop-variants]
+        [--for-loop-variants] [--dashboard-variants]
 
 Runs are interleaved (plain, nanoGPT, trainer ZeRO-0, trainer ZeRO-1, plain, ...) because this machine
 is shared and noisy; each figure is the median over rounds of the median window rate after warm-up.
 Every loop is timed the trainer's way: a window of `--log-every` steps that closes after `loss.item()`
 (the device sync). The trainer's headline figure is wall clock between consecutive train records, so
 its per-step logging counts too; the rate it logs itself is shown beside it. `--profile` adds where
-each step's time goes (torch.profiler; benchmarks/step_profile.py). Writes OUT/trainer_vs_plain.{json,md}.
+each step's time goes (torch.profiler; benchmarks/step_profile.py). `--dashboard-variants` adds each
+stage reporting every record to a real sidecar (`python -m llm.sidecar`, loopback), and reports the
+rate with the reporter on ÷ off. Writes OUT/trainer_vs_plain.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +63,15 @@ class Variant:
 
     stage: int
     for_loop: bool = False
+    dashboard: bool = False  # every record relayed to a sidecar
 
     @property
     def name(self) -> str:
-        return f"trainer_zero{self.stage}" + ("_forloop" if self.for_loop else "")
+        return (
+            f"trainer_zero{self.stage}"
+            + ("_forloop" if self.for_loop else "")
+            + ("_dashboard" if self.dashboard else "")
+        )
 
 
 class PlainLoop:
@@ -152,11 +162,22 @@ def trainer(
     args, run_dir = trainer_cmd(
         workdir, variant, max_steps=warmup + steps, log_every=log_every, data_cache=data_cache
     )
-    done = subprocess.run(
-        [sys.executable, "launch/train.py", *args], cwd=REPO, env=child_env(), capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"the trainer failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    env = child_env()
+    with contextlib.ExitStack() as stack:
+        if variant.dashboard:
+            url, token = stack.enter_context(sidecar(workdir / "sidecar"))
+            args += ["--dashboard", url]
+            env["LLM_DASHBOARD_TOKEN"] = token
+        done = subprocess.run(
+            [sys.executable, "launch/train.py", *args], cwd=REPO, env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"the trainer failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        if variant.dashboard:  # the sidecar must have had the run to its end, or nothing was measured
+            with urllib.request.urlopen(f"{url}/api/runs", timeout=10) as reply:
+                seen = {r["run_id"]: r for r in json.load(reply)["runs"]}
+            if seen.get(run_dir.name, {}).get("step") != warmup + steps:
+                raise SystemExit(f"the sidecar did not receive the run: {seen.get(run_dir.name)}")
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     records = sorted((r for r in map(json.loads, lines) if r["type"] == "train"), key=lambda r: r["step"])
     tokens_per_step = MICRO_BATCH * SHAPE["block_size"]
@@ -167,6 +188,30 @@ def trainer(
     ]
     logged = [r["tokens_per_s"] for r in records if r["step"] - log_every >= warmup]
     return statistics.median(wall), statistics.median(logged)
+
+
+@contextlib.contextmanager
+def sidecar(runs_dir: Path) -> Iterator[tuple[str, str]]:
+    """A real sidecar on a free loopback port, over its own (empty) runs folder: (URL, token)."""
+    token = secrets.token_urlsafe(16)
+    port_file = runs_dir.parent / "sidecar.port"
+    port_file.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llm.sidecar", "--port", "0", "--runs-dir", str(runs_dir), "--port-file",
+         str(port_file)],
+        cwd=REPO, env={**child_env(), "LLM_DASHBOARD_TOKEN": token}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the sidecar did not start")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port_file.read_text().strip()}", token
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def load() -> list[float]:
@@ -236,6 +281,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also run each stage with torch's for-loop AdamW (optimizer.params.fused false in the JSON)",
     )
+    parser.add_argument(
+        "--dashboard-variants",
+        action="store_true",
+        help="also run each stage reporting to a real sidecar (reporter on / off in the report)",
+    )
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler breakdown per loop")
     parser.add_argument("--profile-steps", type=int, default=10, help="steps recorded by --profile")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for trainer_vs_plain.{json,md}")
@@ -261,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     stages = [int(x) for x in args.zero_stages.split(",")]
     variants = [Variant(z) for z in stages]
     variants += [Variant(z, for_loop=True) for z in stages if args.for_loop_variants]
+    variants += [Variant(z, dashboard=True) for z in stages if args.dashboard_variants]
     names = ["plain", "nanogpt", *(v.name for v in variants)]
     rounds: dict[str, list[float]] = {name: [] for name in names}
     logged: dict[str, list[float]] = {v.name: [] for v in variants}
@@ -288,7 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     profile = None
     if args.profile:
         profile = profile_all(
-            cfg=cfg, tokens=dataset.train, variants=variants, data_cache=args.data_cache,
+            cfg=cfg, tokens=dataset.train, variants=[v for v in variants if not v.dashboard],
+            data_cache=args.data_cache,
             warmup=args.warmup, steps=args.profile_steps,
         )  # fmt: skip
     result = {
@@ -320,6 +372,10 @@ def main(argv: list[str] | None = None) -> None:
     for run in runs.values():
         run["over_plain"] = run["tokens_per_s"] / runs["plain"]["tokens_per_s"]
         run["over_nanogpt"] = run["tokens_per_s"] / runs["nanogpt"]["tokens_per_s"]
+    for name, run in runs.items():  # the reporter's cost: the same stage with it on / off
+        if name.endswith("_dashboard"):
+            off = runs[name.removesuffix("_dashboard")]
+            run["over_reporter_off"] = run["tokens_per_s"] / off["tokens_per_s"]
     text = write_report(result, args.out, data_prep=RESULTS / "data_prep.json")
     print(text)
 

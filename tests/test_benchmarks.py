@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,19 +37,24 @@ ROW = re.compile(
 )
 
 
+def json_rate(runs: dict[str, Any], name: str) -> float:
+    return float(runs[name]["tokens_per_s"])
+
+
 @pytest.mark.slow
 def test_trainer_vs_plain_ratios_are_the_printed_rates_divided(tmp_path: Path) -> None:
     """A short run: each ratio in the JSON is tokens/s ÷ tokens/s, as printed and as stored."""
     cmd = [
         sys.executable, "benchmarks/trainer_vs_plain.py", "--steps", "3", "--warmup", "1", "--rounds", "1",
-        "--zero-stages", "0", "--out", str(tmp_path), "--data-cache", str(DATA_CACHE),
+        "--zero-stages", "0", "--out", str(tmp_path), "--data-cache", str(DATA_CACHE), "--dashboard-variants",
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     printed = {m["loop"]: m for m in map(ROW.match, done.stdout.splitlines()) if m}
     result = json.loads((tmp_path / "trainer_vs_plain.json").read_text())
     runs = result["runs"]
-    names = {"plain loop (our GPT)": "plain", "nanoGPT recipe": "nanogpt", "trainer, ZeRO-0": "trainer_zero0"}
+    names = {"plain loop (our GPT)": "plain", "nanoGPT recipe": "nanogpt", "trainer, ZeRO-0": "trainer_zero0",
+             "trainer, ZeRO-0, reporting to the dashboard": "trainer_zero0_dashboard"}  # fmt: skip
     assert set(printed) == set(names), done.stdout
     shown = {names[k]: float(m["tokens"].replace(",", "")) for k, m in printed.items()}
     for loop, name in names.items():
@@ -65,6 +71,11 @@ def test_trainer_vs_plain_ratios_are_the_printed_rates_divided(tmp_path: Path) -
             # the printed ratio is the stored one, to its three decimals
             assert abs(shown_ratio - stored) <= 5e-4 + 1e-12, (name, base, shown_ratio, stored)
     assert runs["trainer_zero0"]["tokens_per_s_as_logged"] > 0
+    # the reporter's cost: on ÷ off, stored and printed
+    on_off = runs["trainer_zero0_dashboard"]["over_reporter_off"]
+    rate_on, rate_off = json_rate(runs, "trainer_zero0_dashboard"), json_rate(runs, "trainer_zero0")
+    assert on_off == pytest.approx(rate_on / rate_off)
+    assert f"reporting to the dashboard: **{on_off:.3f}**" in done.stdout
     assert len(result["load_before"]) == len(result["load_after"]) == 3
     assert "--zero-stages 0" in result["command"] and result["profile"] is None
     table = [line for line in done.stdout.splitlines() if ROW.match(line)]
