@@ -59,6 +59,7 @@ class Sample:
     seq: int = 0
     step: int = 0
     loss_scale: float = 65536.0
+    good_steps: int = 0
     skipped: int = 0
     lr_scale: float = 1.0
     rng: random.Random = field(default_factory=random.Random)
@@ -90,11 +91,17 @@ class Sample:
             loss += 2.5
         if s == NAN_STEP:
             loss = float("nan")
-        if self.fp16 and s % 377 == 0:
+        # DeepSpeed's dynamic scaler: halve on an overflow (the step is skipped), double after
+        # scale_window = 1000 steps without one
+        if self.fp16 and s % 1377 in (0, 611):
             self.skipped += 1
-            self.loss_scale /= 2
-        elif self.fp16 and s % 200 == 0:
-            self.loss_scale *= 2
+            self.loss_scale = max(1.0, self.loss_scale / 2)
+            self.good_steps = 0
+        elif self.fp16:
+            self.good_steps += 1
+            if self.good_steps == 1000:
+                self.loss_scale *= 2
+                self.good_steps = 0
         tps = (8829 if self.gpus else 1400) * (1 + r.gauss(0, 0.02))
         yield TrainEvent(
             **self._base(),  # type: ignore[arg-type]
@@ -221,13 +228,63 @@ def write(args: argparse.Namespace) -> None:
 
 
 async def live(args: argparse.Namespace) -> None:
+    """Train (pretend) at --rate steps a second whether or not the sidecar is there, as rank 0 does; on
+    every (re)connection send what the sidecar lacks after its `welcome`, then the live records."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     sample = Sample(args.name, args.steps, args.fp16, not args.cpu, args.seed, time.time())
     folder = run_dir(args.runs, args.name, args.steps)
     log = (folder / "metrics.jsonl").open("w")
-    ws_url = args.url.replace("http", "ws", 1).rstrip("/") + "/ws/trainer"
-    async with connect(ws_url, additional_headers={"Authorization": f"Bearer {args.token}"}) as ws:
+    events: list[str] = []  # events[seq]: the record's JSON
+    state = {"paused": False, "done": False}
+
+    def emit(event: Event) -> None:
+        line = event.model_dump_json()
+        log.write(line + "\n")
+        log.flush()
+        events.append(line)
+
+    def obey(message: dict[str, object]) -> None:
+        cid, action = str(message["id"]), str(message["action"])
+        paused = state["paused"]
+        if state["done"]:
+            return
+        if action == "pause" and not paused:
+            state["paused"] = True
+            emit(sample.ack(cid, action, "applied"))
+            emit(sample.state("paused"))
+        elif action == "resume" and paused:
+            state["paused"] = False
+            emit(sample.ack(cid, action, "applied"))
+            emit(sample.state("unpaused"))
+        elif action in ("pause", "resume"):
+            emit(sample.ack(cid, action, "rejected", "already paused" if paused else "not paused"))
+        elif action == "save":
+            emit(sample.ack(cid, action, "applied"))
+            emit(sample.state("checkpoint_saved", f"checkpoint at step {sample.step}"))
+        elif action == "set_lr":
+            sample.lr_scale = float(str(message["lr_scale"]))
+            emit(sample.ack(cid, action, "applied", lr_scale=sample.lr_scale))
+        elif action == "stop":
+            emit(sample.ack(cid, action, "applied"))
+            emit(sample.state("checkpoint_saved", f"checkpoint at step {sample.step}"))
+            emit(sample.state("stopped", "stopped from the dashboard"))
+            state["done"] = True
+
+    async def train() -> None:
+        emit(sample.started())
+        while sample.step < args.steps and not state["done"]:
+            await asyncio.sleep(1 / args.rate)
+            if not state["paused"] and not state["done"]:
+                for event in sample.next_step():
+                    emit(event)
+        if not state["done"]:
+            emit(sample.state("finished", "max_steps reached"))
+            state["done"] = True
+
+    async def report() -> None:
+        ws_url = args.url.replace("http", "ws", 1).rstrip("/") + "/ws/trainer"
         hello = {
             "kind": "hello",
             "run_id": args.name,
@@ -235,52 +292,31 @@ async def live(args: argparse.Namespace) -> None:
             "max_steps": args.steps,
             "world_size": 2,
         }
-        await ws.send(json.dumps(hello))
-        print(await ws.recv())
-        paused = False
-
-        async def emit(event: Event) -> None:
-            log.write(event.model_dump_json() + "\n")
-            log.flush()
-            await ws.send(json.dumps({"kind": "event", "event": json.loads(event.model_dump_json())}))
-
-        await emit(sample.started())
-        while sample.step < args.steps:
+        while True:
             try:
-                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=1 / args.rate))
-            except TimeoutError:
-                message = None
-            if message and message.get("kind") == "control":
-                cid, action = message["id"], message["action"]
-                print("command", message)
-                if action == "pause" and not paused:
-                    paused = True
-                    await emit(sample.ack(cid, action, "applied"))
-                    await emit(sample.state("paused"))
-                elif action == "resume" and paused:
-                    paused = False
-                    await emit(sample.ack(cid, action, "applied"))
-                    await emit(sample.state("unpaused"))
-                elif action in ("pause", "resume"):
-                    await emit(
-                        sample.ack(cid, action, "rejected", "already paused" if paused else "not paused")
-                    )
-                elif action == "save":
-                    await emit(sample.ack(cid, action, "applied"))
-                    await emit(sample.state("checkpoint_saved", f"checkpoint at step {sample.step}"))
-                elif action == "set_lr":
-                    sample.lr_scale = float(message["lr_scale"])
-                    await emit(sample.ack(cid, action, "applied", lr_scale=sample.lr_scale))
-                elif action == "stop":
-                    await emit(sample.ack(cid, action, "applied"))
-                    await emit(sample.state("checkpoint_saved", f"checkpoint at step {sample.step}"))
-                    await emit(sample.state("stopped", "stopped from the dashboard"))
-                    return
-                continue
-            if not paused:
-                for event in sample.next_step():
-                    await emit(event)
-        await emit(sample.state("finished", "max_steps reached"))
+                async with connect(
+                    ws_url, additional_headers={"Authorization": f"Bearer {args.token}"}
+                ) as ws:
+                    await ws.send(json.dumps(hello))
+                    sent = int(json.loads(await ws.recv())["last_seq"]) + 1
+                    while True:
+                        while sent < len(events):
+                            await ws.send('{"kind": "event", "event": ' + events[sent] + "}")
+                            sent += 1
+                        if state["done"]:
+                            return
+                        try:
+                            message = json.loads(await asyncio.wait_for(ws.recv(), timeout=0.05))
+                        except TimeoutError:
+                            continue
+                        if message.get("kind") == "control":
+                            print("command", message, flush=True)
+                            obey(message)
+            except (OSError, ConnectionClosed) as error:
+                print("sidecar gone:", error, flush=True)
+                await asyncio.sleep(1)
+
+    await asyncio.gather(train(), report())
 
 
 def main() -> None:

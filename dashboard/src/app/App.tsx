@@ -121,7 +121,7 @@ export function App() {
   const empty = runsState.loaded && runs.length === 0 && data.lastSeq < 0
 
   return (
-    <div className="app">
+    <div className="app" data-testid="app" data-run={selected ?? ''} data-last-seq={data.lastSeq}>
       <TopBar
         run={info}
         runName={info ? runName(info) : ''}

@@ -16,7 +16,18 @@ export function formatInt(x: number | null | undefined): string {
 /** Fixed decimals with separators: formatFixed(8829.4, 0) = "8,829". */
 export function formatFixed(x: number | null | undefined, digits: number): string {
   if (!isNum(x)) return DASH
-  return x.toLocaleString(LOCALE, { minimumFractionDigits: digits, maximumFractionDigits: digits })
+  return fixed(digits).format(x)
+}
+
+// one formatter per precision: toLocaleString builds a new one on every call (slow on axis ticks)
+const fixedFormats = new Map<number, Intl.NumberFormat>()
+function fixed(digits: number): Intl.NumberFormat {
+  let format = fixedFormats.get(digits)
+  if (!format) {
+    format = new Intl.NumberFormat(LOCALE, { minimumFractionDigits: digits, maximumFractionDigits: digits })
+    fixedFormats.set(digits, format)
+  }
+  return format
 }
 
 /** A loss or norm: three decimals below 100 ("3.852"), fewer above, scientific when tiny. */
@@ -40,7 +51,7 @@ export function formatPercent(fraction: number | null | undefined, digits = 1): 
   return isNum(fraction) ? `${formatFixed(fraction * 100, digits)} %` : DASH
 }
 
-/** Large counts: 1,234 / 12.3 K / 4.56 M / 7.89 B. */
+/** Large counts: 1,234 / 12.3 K / 4.56 M / 7.89 B / 1.23 T, then 4.56e+18. */
 export function formatCompact(x: number | null | undefined): string {
   if (!isNum(x)) return DASH
   const a = Math.abs(x)
@@ -48,7 +59,14 @@ export function formatCompact(x: number | null | undefined): string {
   if (a < 1e6) return `${formatFixed(x / 1e3, 1)} K`
   if (a < 1e9) return `${formatFixed(x / 1e6, 2)} M`
   if (a < 1e12) return `${formatFixed(x / 1e9, 2)} B`
-  return `${formatFixed(x / 1e12, 2)} T`
+  if (a < 1e15) return `${formatFixed(x / 1e12, 2)} T`
+  return formatSci(x)
+}
+
+/** An exact count while it stays readable (65,536), then scientific (1.81e+24). */
+export function formatCount(x: number | null | undefined): string {
+  if (!isNum(x)) return DASH
+  return Math.abs(x) < 1e12 ? formatInt(x) : formatSci(x)
 }
 
 /** A duration in seconds: "12 s", "4 min 05 s", "3 h 07 min", "2 d 4 h". */

@@ -97,10 +97,19 @@ export interface SeriesMarkerWire {
   kind?: string
   value?: unknown
 }
+/** GET /api/runs/ID/series: the bucketed view (`buckets` is tolerated for `points`). */
 export interface SeriesResponse {
   epoch?: string
+  run_id?: string
+  key?: string
+  x?: SeriesX
+  smoothing?: number
   raw?: boolean
-  buckets?: SeriesBucketWire[]
+  /** finite points in the range */
+  count?: number
+  x_min?: number | null
+  x_max?: number | null
   points?: SeriesBucketWire[]
+  buckets?: SeriesBucketWire[] | number
   markers?: SeriesMarkerWire[]
 }

@@ -3,7 +3,7 @@ import { useMemo, useState } from 'react'
 import { BigNumber } from '../../components/BigNumber'
 import { Card } from '../../components/Card'
 import { Legend } from '../../components/Legend'
-import { formatInt } from '../../lib/format'
+import { formatCount, formatInt } from '../../lib/format'
 import { lastOf } from '../stream/runData'
 import { SCALE_AXIS, X_AXES } from './axes'
 import { useRunSeries, type ChartRun, type SeriesSpec } from './chartRuns'
@@ -43,7 +43,7 @@ export function Fp16Card({ runs }: { runs: readonly ChartRun[] }) {
       title="fp16 health"
       numbers={
         <>
-          <BigNumber label="loss scale" value={formatInt(last?.loss_scale)} testId="value-loss-scale" />
+          <BigNumber label="loss scale" value={formatCount(last?.loss_scale)} testId="value-loss-scale" />
           <BigNumber
             label="skipped steps"
             value={formatInt(last?.skipped_steps)}

@@ -7,7 +7,7 @@ import { Legend } from '../../components/Legend'
 import { formatFixed, formatInt } from '../../lib/format'
 import { runColor } from '../../lib/palette'
 import type { DeviceStats } from '../../types/schema'
-import { bucketLocally } from '../series/seriesView'
+import { arraySeries, bucketLocally } from '../series/seriesView'
 import { lastOf } from '../stream/runData'
 import { PERCENT_AXIS, X_AXES } from './axes'
 import type { ChartRun } from './chartRuns'
@@ -51,7 +51,7 @@ export function HardwareCard({ run }: { run: ChartRun | null }) {
         xs.push(record.step)
         values.push(d.utilization)
       }
-      const view = bucketLocally({ xs, values }, { buckets: 400, smoothing: 0 })
+      const view = bucketLocally(arraySeries(xs, values), { buckets: 400, smoothing: 0 })
       out.push(
         ...seriesDatasets(view, {
           runId,

@@ -62,7 +62,13 @@ export function ThroughputCard({ runs }: { runs: readonly ChartRun[] }) {
       tools={
         <label className="tool">
           <span>Plot</span>
-          <select value={plotted} data-testid="throughput-key" onChange={(e) => { setPlotted(e.target.value as Plotted); }}>
+          <select
+            value={plotted}
+            data-testid="throughput-key"
+            onChange={(e) => {
+              setPlotted(e.target.value as Plotted)
+            }}
+          >
             {(Object.keys(PLOTS) as Plotted[]).map((key) => (
               <option key={key} value={key}>
                 {PLOTS[key].label}

@@ -28,6 +28,23 @@ export interface TimeSeriesChartProps {
   height?: number
 }
 
+/**
+ * A log axis gets a tick at every 1..9 × 10^k: over many decades (an fp16 loss scale) that is hundreds
+ * of labels to lay out on every redraw. Keep 1-2-5 ticks, or only powers of ten (every k-th), at most 8.
+ */
+export function thinLogTicks(scale: { ticks: { value: number }[] }): void {
+  if (scale.ticks.length <= 8) return
+  const mantissa = (v: number): number => Math.round(v / 10 ** Math.floor(Math.log10(v) + 1e-9))
+  const oneTwoFive = scale.ticks.filter((t) => [1, 2, 5].includes(mantissa(t.value)))
+  if (oneTwoFive.length <= 8) {
+    scale.ticks = oneTwoFive
+    return
+  }
+  const decades = oneTwoFive.filter((t) => mantissa(t.value) === 1)
+  const every = Math.ceil(decades.length / 8)
+  scale.ticks = decades.filter((_, i) => i % every === 0)
+}
+
 type LineChart = import('chart.js').Chart<'line', ChartPoint[]>
 
 export function TimeSeriesChart(props: TimeSeriesChartProps) {
@@ -87,11 +104,12 @@ export function TimeSeriesChart(props: TimeSeriesChartProps) {
           type: 'linear',
           min: range?.[0],
           max: range?.[1],
-          ticks: { maxTicksLimit: 6, callback: (v) => x.format(Number(v)) },
+          ticks: { maxTicksLimit: 6, includeBounds: false, callback: (v) => x.format(Number(v)) },
           title: { display: false, text: x.title },
         },
         y: {
           type: yLog ? 'logarithmic' : 'linear',
+          ...(yLog ? { afterBuildTicks: thinLogTicks } : {}),
           ticks: { maxTicksLimit: 6, callback: (v) => y.format(Number(v)) },
           title: { display: false, text: y.title },
         },

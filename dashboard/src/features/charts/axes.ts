@@ -19,7 +19,10 @@ export const X_AXES: Record<SeriesX, AxisFormat> = {
 export const X_LABELS: Record<SeriesX, string> = { step: 'Step', tokens_seen: 'Tokens', time: 'Wall time' }
 
 export const LOSS_AXIS: AxisFormat = { title: 'loss', format: (v) => formatValue(v) }
-export const TOKENS_PER_S_AXIS: AxisFormat = { title: 'tokens/s', format: (v) => formatCompact(v) }
+export const TOKENS_PER_S_AXIS: AxisFormat = {
+  title: 'tokens/s',
+  format: (v) => (Math.abs(v) < 1e6 ? formatInt(v) : formatCompact(v)),
+}
 export const MFU_AXIS: AxisFormat = { title: 'MFU', format: (v) => formatPercent(v, 0) }
 export const TFLOPS_AXIS: AxisFormat = { title: 'TFLOP/s', format: (v) => formatFixed(v, 2) }
 export const LR_AXIS: AxisFormat = { title: 'learning rate', format: (v) => (v === 0 ? '0' : formatSci(v, 1)) }

@@ -1,7 +1,7 @@
-// A run's series as the page holds them (the run followed live), in the shape bucketLocally takes.
+// A run's series as the page holds them (the run followed live), read in place from its records.
 import type { SeriesX, TrainRecord } from '../../types/protocol'
 import type { RunData } from '../stream/runData'
-import { skippedStepXs, type LocalSeries } from './seriesView'
+import type { LocalSeries } from './seriesView'
 
 export type TrainKey =
   'loss' | 'lr' | 'grad_norm' | 'loss_scale' | 'tokens_per_s' | 'tflops' | 'mfu' | 'step_time' | 'memory_gb'
@@ -30,36 +30,21 @@ function tokensAtStep(train: readonly TrainRecord[], step: number): number {
   return best
 }
 
-/**
- * The records of the branch the run is on: a resume from an earlier checkpoint logs steps again, and
- * the records past that step logged before it (the abandoned branch) leave the view, as the sidecar's
- * series view does. Records come in seq order.
- */
-export function currentBranch<T extends { step: number }>(records: readonly T[]): T[] {
-  const kept: T[] = []
-  for (const record of records) {
-    while (kept.length > 0 && (kept[kept.length - 1]?.step ?? -1) >= record.step) kept.pop()
-    kept.push(record)
-  }
-  return kept
-}
-
+/** The series `key` of the branch the run is on, against x; a snapshot of the records held now. */
 export function localSeries(data: RunData, key: SeriesKey, x: SeriesX): LocalSeries {
-  const train = currentBranch(data.train)
+  const train = data.branchTrain
   if (key === 'val_loss' || key === 'val_bpb') {
-    const evals = currentBranch(data.eval)
+    const evals = data.branchEval
     const xs = evals.map((r) => (x === 'step' ? r.step : x === 'time' ? r.time : tokensAtStep(train, r.step)))
-    return { xs, values: evals.map((r) => r[key]) }
+    return { length: evals.length, x: (i) => xs[i] ?? Number.NaN, value: (i) => evals[i]?.[key] }
   }
-  const xs = train.map((r) => xOf(r, x))
-  const values = train.map((r) => r[key])
-  if (!SKIP_MARKED.has(key)) return { xs, values }
   return {
-    xs,
-    values,
-    skipped: skippedStepXs(
-      xs,
-      train.map((r) => r.skipped_steps),
-    ),
+    length: train.length,
+    x: (i) => {
+      const record = train[i]
+      return record ? xOf(record, x) : Number.NaN
+    },
+    value: (i) => train[i]?.[key],
+    ...(SKIP_MARKED.has(key) ? { skipped: data.skipped.map((r) => xOf(r, x)) } : {}),
   }
 }

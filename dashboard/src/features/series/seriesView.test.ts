@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest'
 import { emaDebiased } from '../../lib/ema'
+import { trainRecord } from '../../test/fakeSocket'
+import { addRecords, emptyRunData } from '../stream/runData'
+import { localSeries } from './localSeries'
 import {
+  arraySeries,
   bucketLocally,
   localTail,
   mergeMarkers,
@@ -15,7 +19,7 @@ const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i)
 
 describe('bucketLocally', () => {
   it('gives the raw points when the range holds no more than the bucket count', () => {
-    const view = bucketLocally({ xs: [0, 1, 2], values: [3, 2, 1] }, { buckets: 3, smoothing: 0 })
+    const view = bucketLocally(arraySeries([0, 1, 2], [3, 2, 1]), { buckets: 3, smoothing: 0 })
     expect(view.raw).toBe(true)
     expect(view.points.map((p) => [p.x, p.min, p.max, p.last])).toEqual([
       [0, 3, 3, 3],
@@ -28,7 +32,7 @@ describe('bucketLocally', () => {
     const n = 100_000
     const xs = range(n)
     const values = xs.map((i) => (i === 54_321 ? 50 : 2 + Math.sin(i / 100) * 0.1))
-    const view = bucketLocally({ xs, values }, { buckets: 1500, smoothing: 0.6 })
+    const view = bucketLocally(arraySeries(xs, values), { buckets: 1500, smoothing: 0.6 })
     expect(view.raw).toBe(false)
     expect(view.points.length).toBeLessThanOrEqual(1500)
     expect(view.points.length).toBeGreaterThan(1400)
@@ -41,7 +45,7 @@ describe('bucketLocally', () => {
   })
 
   it('lists non-finite values and skipped steps as markers, never in a bucket', () => {
-    const series: LocalSeries = { xs: [0, 1, 2, 3, 4], values: [1, null, 'Infinity', 2, Number.NaN], skipped: [3] }
+    const series: LocalSeries = arraySeries([0, 1, 2, 3, 4], [1, null, 'Infinity', 2, Number.NaN], [3])
     const view = bucketLocally(series, { buckets: 10, smoothing: 0 })
     expect(view.points.map((p) => p.x)).toEqual([0, 3])
     expect(view.markers).toEqual([
@@ -55,7 +59,10 @@ describe('bucketLocally', () => {
   it('restricts to a zoomed range and gives raw points inside it', () => {
     const xs = range(10_000)
     const view = bucketLocally(
-      { xs, values: xs.map((x) => x * 2) },
+      arraySeries(
+        xs,
+        xs.map((x) => x * 2),
+      ),
       { buckets: 1500, smoothing: 0, xMin: 100, xMax: 199 },
     )
     expect(view.raw).toBe(true)
@@ -66,6 +73,29 @@ describe('bucketLocally', () => {
 })
 
 describe('normaliseSeries', () => {
+  it("reads the sidecar's answer as it sends it (`buckets` is the bucket count there)", () => {
+    const view = normaliseSeries({
+      epoch: 'e',
+      run_id: 'r',
+      key: 'loss',
+      x: 'step',
+      smoothing: 0.6,
+      buckets: 1500,
+      raw: false,
+      count: 2999,
+      x_min: 1,
+      x_max: 3000,
+      markers: [{ x: 1777, kind: 'nan' }],
+      points: [{ x: 2, min: 9.35, max: 9.5, last: 9.35, smoothed: 9.4 }],
+    })
+    expect(view).toEqual({
+      raw: false,
+      count: 2999,
+      points: [{ x: 2, min: 9.35, max: 9.5, last: 9.35, smoothed: 9.4 }],
+      markers: [{ x: 1777, kind: 'nan' }],
+    })
+  })
+
   it('reads buckets, raw points and markers in the spellings the sidecar may use', () => {
     const bucketed = normaliseSeries({
       raw: false,
@@ -89,24 +119,25 @@ describe('normaliseSeries', () => {
 
 describe('withTail / localTail', () => {
   it('appends only the points held here beyond the fetched view, smoothed over the whole series', () => {
-    const series: LocalSeries = { xs: range(8), values: [5, 4, 6, 3, 4, null, 2, 3] }
-    const fetched = bucketLocally({ xs: range(5), values: series.values.slice(0, 5) }, { buckets: 100, smoothing: 0.5 })
+    const values = [5, 4, 6, 3, 4, null, 2, 3]
+    const series: LocalSeries = arraySeries(range(8), values)
+    const fetched = bucketLocally(arraySeries(range(5), values.slice(0, 5)), { buckets: 100, smoothing: 0.5 })
     const view = withTail(fetched, localTail(series, 4, 0.5))
     expect(view.points.map((p) => p.x)).toEqual([0, 1, 2, 3, 4, 6, 7])
     expect(view.markers).toEqual([{ x: 5, kind: 'nan' }])
-    const full = emaDebiased(series.values as (number | null)[], 0.5)
+    const full = emaDebiased(values, 0.5)
     expect(view.points[view.points.length - 1]?.smoothed).toBe(full[7])
   })
 
   it('adds nothing (same object) when there is nothing new', () => {
-    const fetched = bucketLocally({ xs: [0, 1], values: [1, 2] }, { smoothing: 0 })
-    expect(withTail(fetched, localTail({ xs: [0, 1], values: [1, 2] }, 1, 0))).toBe(fetched)
+    const fetched = bucketLocally(arraySeries([0, 1], [1, 2]), { smoothing: 0 })
+    expect(withTail(fetched, localTail(arraySeries([0, 1], [1, 2]), 1, 0))).toBe(fetched)
   })
 })
 
 describe('markers', () => {
   it('sit on the line at the last finite value before them (the first one at the very start)', () => {
-    const view = bucketLocally({ xs: [0, 1, 2, 3, 4], values: [Number.NaN, 2, 3, null, 5] }, { smoothing: 0 })
+    const view = bucketLocally(arraySeries([0, 1, 2, 3, 4], [Number.NaN, 2, 3, null, 5]), { smoothing: 0 })
     expect(placeMarkers(view, false)).toEqual([
       { x: 0, y: 2, kind: 'nan' },
       { x: 3, y: 3, kind: 'nan' },
@@ -131,9 +162,41 @@ describe('markers', () => {
 })
 
 describe('the branch a resumed run is on', () => {
-  it('drops the records past the resume step that were logged before it', async () => {
-    const { currentBranch } = await import('./localSeries')
-    const steps = [1, 2, 3, 4, 5, 3, 4, 5, 6].map((step, seq) => ({ step, seq }))
-    expect(currentBranch(steps).map((r) => r.seq)).toEqual([0, 1, 5, 6, 7, 8])
+  it('drops the records past the resume step that were logged before it', () => {
+    const data = emptyRunData('r')
+    const steps = [1, 2, 3, 4, 5, 3, 4, 5, 6]
+    addRecords(
+      data,
+      steps.map((step, seq) => trainRecord('r', seq, step)),
+    )
+    expect(data.train).toHaveLength(9)
+    expect(data.branchTrain.map((r) => r.seq)).toEqual([0, 1, 5, 6, 7, 8])
+    const series = localSeries(data, 'loss', 'step')
+    expect(Array.from({ length: series.length }, (_, i) => series.x(i))).toEqual([1, 2, 3, 4, 5, 6])
+  })
+
+  it('keeps the skipped steps of that branch only', () => {
+    const data = emptyRunData('r')
+    const counts = [0, 1, 1, 2, 1, 1]
+    const steps = [1, 2, 3, 4, 3, 4]
+    addRecords(
+      data,
+      steps.map((step, seq) => ({ ...trainRecord('r', seq, step), skipped_steps: counts[seq] ?? 0 })),
+    )
+    expect(localSeries(data, 'loss', 'step').skipped).toEqual([2])
+  })
+})
+
+describe('localTail carrying on from the sidecar', () => {
+  it('gives the same smoothed values as smoothing the whole series again', () => {
+    const values = Array.from({ length: 50 }, (_, i) => 3 + Math.sin(i) + (i === 30 ? Number.NaN : 0))
+    const xs = range(50)
+    const whole = emaDebiased(values, 0.8)
+    const count = values.slice(0, 40).filter((v) => Number.isFinite(v)).length
+    const tail = localTail(arraySeries(xs, values), 39, 0.8, { smoothed: whole[39] ?? Number.NaN, count })
+    expect(tail.points.map((p) => p.x)).toEqual(range(10).map((i) => 40 + i))
+    tail.points.forEach((p) => {
+      expect(p.smoothed).toBeCloseTo(whole[p.x] ?? Number.NaN, 12)
+    })
   })
 })

@@ -2,7 +2,7 @@
 // min, max and last raw value and the smoothed value at its last point; non-finite values and fp16
 // skipped steps listed apart as markers. The same algorithm runs here on the records the page holds,
 // for the newest points between two requests and when the sidecar's answer is missing.
-import { emaDebiased } from '../../lib/ema'
+import { Ema } from '../../lib/ema'
 import { finiteOrNull, nonFiniteKind } from '../../lib/json'
 import type { SeriesBucketWire, SeriesResponse } from '../../types/protocol'
 
@@ -26,6 +26,8 @@ export interface SeriesView {
   raw: boolean
   points: SeriesPoint[]
   markers: SeriesMarker[]
+  /** finite values in the range (the sidecar's `count`), when known */
+  count?: number
 }
 
 export const EMPTY_VIEW: SeriesView = { raw: true, points: [], markers: [] }
@@ -34,7 +36,12 @@ export const DEFAULT_BUCKETS = 1500
 
 /** Read the sidecar's answer, tolerating the spellings a bucket or a raw point may take. */
 export function normaliseSeries(response: SeriesResponse): SeriesView {
-  const items: SeriesBucketWire[] = response.buckets ?? response.points ?? []
+  // `buckets` is the bucket count in the sidecar's answer; a list under that name is read as points
+  const items: SeriesBucketWire[] = Array.isArray(response.points)
+    ? response.points
+    : Array.isArray(response.buckets)
+      ? response.buckets
+      : []
   const points: SeriesPoint[] = []
   for (const item of items) {
     const x = finiteOrNull(item.x)
@@ -52,7 +59,8 @@ export function normaliseSeries(response: SeriesResponse): SeriesView {
     if (x === null) continue
     markers.push({ x, kind: markerKind(marker.kind, marker.value) })
   }
-  return { raw: response.raw ?? false, points, markers: sortMarkers(markers) }
+  const count = finiteOrNull(response.count)
+  return { raw: response.raw ?? false, points, markers: sortMarkers(markers), ...(count !== null ? { count } : {}) }
 }
 
 function markerKind(kind: string | undefined, value: unknown): MarkerKind {
@@ -68,12 +76,30 @@ function sortMarkers(markers: SeriesMarker[]): SeriesMarker[] {
   return markers.sort((a, b) => a.x - b.x || a.kind.localeCompare(b.kind))
 }
 
+/**
+ * A series the page holds, read in place (no copies: a run can have 100,000 points and every card
+ * reads its own series a few times a second). x ascending.
+ */
 export interface LocalSeries {
-  xs: number[]
-  /** raw values as they came (null, NaN, ±Inf, "NaN" strings are markers) */
-  values: unknown[]
+  length: number
+  x(i: number): number
+  /** the raw value (null, NaN, ±Inf, "NaN" are markers) */
+  value(i: number): unknown
   /** x of fp16 skipped steps */
-  skipped?: number[]
+  skipped?: readonly number[]
+}
+
+export function arraySeries(
+  xs: readonly number[],
+  values: readonly unknown[],
+  skipped?: readonly number[],
+): LocalSeries {
+  return {
+    length: xs.length,
+    x: (i) => xs[i] ?? Number.NaN,
+    value: (i) => values[i],
+    ...(skipped ? { skipped } : {}),
+  }
 }
 
 export interface BucketOptions {
@@ -90,36 +116,39 @@ export interface BucketOptions {
  */
 export function bucketLocally(series: LocalSeries, options: BucketOptions): SeriesView {
   const n = Math.max(1, Math.floor(options.buckets ?? DEFAULT_BUCKETS))
-  const finite = series.values.map(finiteOrNull)
-  const smoothed = emaDebiased(finite, options.smoothing)
   const lo = options.xMin ?? -Infinity
   const hi = options.xMax ?? Infinity
+  const ema = new Ema(options.smoothing)
+  // one pass: smoothed value and range membership of every point
+  const smoothed = new Float64Array(series.length)
   const inRange: number[] = []
   const markers: SeriesMarker[] = []
-  for (let i = 0; i < series.xs.length; i++) {
-    const x = series.xs[i]
-    if (x === undefined || x < lo || x > hi) continue
-    if (finite[i] === null) markers.push({ x, kind: nonFiniteKind(series.values[i]) ?? 'nan' })
+  for (let i = 0; i < series.length; i++) {
+    const v = series.value(i)
+    smoothed[i] = ema.push(v)
+    const x = series.x(i)
+    if (x < lo || x > hi) continue
+    const kind = nonFiniteKind(v)
+    if (kind) markers.push({ x, kind })
     else inRange.push(i)
   }
   for (const x of series.skipped ?? []) if (x >= lo && x <= hi) markers.push({ x, kind: 'skipped' })
   const pointAt = (i: number): SeriesPoint => {
-    const v = finite[i] ?? Number.NaN
-    return { x: series.xs[i] ?? Number.NaN, min: v, max: v, last: v, smoothed: smoothed[i] ?? Number.NaN }
+    const v = series.value(i) as number
+    return { x: series.x(i), min: v, max: v, last: v, smoothed: smoothed[i] ?? Number.NaN }
   }
-  if (inRange.length <= n) return { raw: true, points: inRange.map(pointAt), markers: sortMarkers(markers) }
+  const count = inRange.length
+  if (count <= n) return { raw: true, points: inRange.map(pointAt), markers: sortMarkers(markers), count }
 
-  const first = inRange[0] ?? 0
-  const final = inRange[inRange.length - 1] ?? 0
-  const x0 = Number.isFinite(lo) ? lo : (series.xs[first] ?? 0)
-  const x1 = Number.isFinite(hi) ? hi : (series.xs[final] ?? 0)
+  const x0 = Number.isFinite(lo) ? lo : series.x(inRange[0] ?? 0)
+  const x1 = Number.isFinite(hi) ? hi : series.x(inRange[count - 1] ?? 0)
   const width = (x1 - x0) / n
   const points: SeriesPoint[] = []
   let current: SeriesPoint | null = null
   let currentBucket = -1
   for (const i of inRange) {
-    const x = series.xs[i] ?? 0
-    const v = finite[i] ?? 0
+    const x = series.x(i)
+    const v = series.value(i) as number
     const bucket = width > 0 ? Math.min(n - 1, Math.floor((x - x0) / width)) : 0
     if (current === null || bucket !== currentBucket) {
       current = pointAt(i)
@@ -133,7 +162,48 @@ export function bucketLocally(series: LocalSeries, options: BucketOptions): Seri
       current.smoothed = smoothed[i] ?? Number.NaN
     }
   }
-  return { raw: false, points, markers: sortMarkers(markers) }
+  return { raw: false, points, markers: sortMarkers(markers), count }
+}
+
+export function lastX(view: SeriesView): number {
+  const p = view.points[view.points.length - 1]?.x ?? -Infinity
+  const m = view.markers[view.markers.length - 1]?.x ?? -Infinity
+  return Math.max(p, m)
+}
+
+/**
+ * The raw points (and markers) of `series` after x = `afterX`. Smoothed by carrying on from `from`
+ * (the sidecar's last point and how many finite values led to it) when given: work for the new points
+ * only. Without it, the whole series is smoothed again.
+ */
+export function localTail(
+  series: LocalSeries,
+  afterX: number,
+  smoothing: number,
+  from?: { smoothed: number; count: number },
+): SeriesView {
+  let start = series.length
+  while (start > 0 && series.x(start - 1) > afterX) start--
+  if (start === series.length) return EMPTY_VIEW
+  let ema: Ema
+  if (from && Number.isFinite(from.smoothed) && from.count > 0) {
+    ema = Ema.continuing(smoothing, from.smoothed, from.count)
+  } else {
+    ema = new Ema(smoothing)
+    for (let i = 0; i < start; i++) ema.push(series.value(i))
+  }
+  const points: SeriesPoint[] = []
+  const markers: SeriesMarker[] = []
+  for (let i = start; i < series.length; i++) {
+    const x = series.x(i)
+    const v = series.value(i)
+    const smoothed = ema.push(v)
+    const kind = nonFiniteKind(v)
+    if (kind) markers.push({ x, kind })
+    else points.push({ x, min: v as number, max: v as number, last: v as number, smoothed })
+  }
+  for (const x of series.skipped ?? []) if (x > afterX) markers.push({ x, kind: 'skipped' })
+  return { raw: true, points, markers: sortMarkers(markers) }
 }
 
 /**
@@ -201,29 +271,4 @@ export function skippedStepXs(xs: readonly number[], skippedCounts: readonly num
     if (now !== undefined && before !== undefined && x !== undefined && now > before) out.push(x)
   }
   return out
-}
-
-/** The raw points (and markers) of `series` after x = `afterX`, smoothed over the whole series. */
-export function localTail(series: LocalSeries, afterX: number, smoothing: number): SeriesView {
-  let start = series.xs.length
-  while (start > 0 && (series.xs[start - 1] ?? -Infinity) > afterX) start--
-  if (start === series.xs.length) return EMPTY_VIEW
-  const finite = series.values.map(finiteOrNull)
-  const smoothed = emaDebiased(finite, smoothing)
-  const points: SeriesPoint[] = []
-  const markers: SeriesMarker[] = []
-  for (let i = start; i < series.xs.length; i++) {
-    const x = series.xs[i] ?? Number.NaN
-    const v = finite[i]
-    if (v === null || v === undefined) markers.push({ x, kind: nonFiniteKind(series.values[i]) ?? 'nan' })
-    else points.push({ x, min: v, max: v, last: v, smoothed: smoothed[i] ?? Number.NaN })
-  }
-  for (const x of series.skipped ?? []) if (x > afterX) markers.push({ x, kind: 'skipped' })
-  return { raw: true, points, markers: sortMarkers(markers) }
-}
-
-export function lastX(view: SeriesView): number {
-  const p = view.points[view.points.length - 1]?.x ?? -Infinity
-  const m = view.markers[view.markers.length - 1]?.x ?? -Infinity
-  return Math.max(p, m)
 }

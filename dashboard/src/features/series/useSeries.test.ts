@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest'
-import { normaliseSeries, type LocalSeries } from './seriesView'
+import { arraySeries, normaliseSeries, type LocalSeries } from './seriesView'
 import { seriesState, type SeriesRequest } from './useSeries'
 
-const local: LocalSeries = { xs: [0, 1, 2, 3, 4, 5], values: [4, 3.5, 3.2, 3.0, null, 2.8], skipped: [2] }
+const local: LocalSeries = arraySeries([0, 1, 2, 3, 4, 5], [4, 3.5, 3.2, 3.0, null, 2.8], [2])
 const request = (over: Partial<SeriesRequest> = {}): SeriesRequest => ({
   runId: 'r',
   key: 'loss',
@@ -17,13 +17,10 @@ const request = (over: Partial<SeriesRequest> = {}): SeriesRequest => ({
 // what the sidecar answered a moment ago: points up to step 3, no skipped markers on `loss`
 const answer = normaliseSeries({
   raw: true,
-  points: [0, 1, 2, 3].map((x) => ({
-    x,
-    min: local.values[x] as number,
-    max: local.values[x] as number,
-    last: local.values[x] as number,
-    smoothed: local.values[x] as number,
-  })),
+  points: [0, 1, 2, 3].map((x) => {
+    const v = local.value(x) as number
+    return { x, min: v, max: v, last: v, smoothed: v }
+  }),
   markers: [],
 })
 const entry = { view: answer, error: null, at: 0, token: 1 }

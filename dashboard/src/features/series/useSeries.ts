@@ -185,7 +185,11 @@ export function seriesState(
           }
         : fetched
     if (request.range !== null) return { view, source: 'sidecar', error }
-    return { view: withTail(view, localTail(local, end, request.smoothing)), source: 'sidecar', error }
+    // carry the sidecar's smoothing on over the new points (it counted the finite values it smoothed)
+    const lastPoint = fetched.points[fetched.points.length - 1]
+    const from =
+      lastPoint && fetched.count !== undefined ? { smoothed: lastPoint.smoothed, count: fetched.count } : undefined
+    return { view: withTail(view, localTail(local, end, request.smoothing, from)), source: 'sidecar', error }
   }
   if (local) {
     const [xMin, xMax] = request.range ?? [undefined, undefined]

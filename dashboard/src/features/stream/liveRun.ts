@@ -24,6 +24,8 @@ export class LiveRun {
   private run: RunInfo | null = null
   private timer: ReturnType<typeof setTimeout> | null = null
   private lastNotified = 0
+  /** how long the page took to redraw after the last notification (ms) */
+  private redrawCost = 0
 
   constructor(runId: string, overrides: Partial<RunStreamOptions> = {}, throttleMs = 250) {
     this.data = emptyRunData(runId)
@@ -74,14 +76,24 @@ export class LiveRun {
     return { data: this.data, version: this.data.version, status: this.status, run: this.run }
   }
 
+  /**
+   * Notify at most every throttleMs, and never more often than twice the time the last redraw took
+   * (up to 2 s): while a long history streams in, the page redraws less and reads the socket more.
+   */
   private changed(): void {
     if (this.timer !== null) return
-    const wait = Math.max(0, this.lastNotified + this.throttleMs - Date.now())
+    const gap = Math.max(this.throttleMs, Math.min(2000, 2 * this.redrawCost))
+    const wait = Math.max(0, this.lastNotified + gap - Date.now())
     this.timer = setTimeout(() => {
       this.timer = null
-      this.lastNotified = Date.now()
+      const start = Date.now()
+      this.lastNotified = start
       this.snapshot = { ...this.makeSnapshot(), version: this.snapshot.version + 1 }
       for (const listener of this.listeners) listener()
+      // React renders the new snapshot before the next task runs: measure up to then
+      setTimeout(() => {
+        this.redrawCost = Date.now() - start
+      }, 0)
     }, wait)
   }
 }
