@@ -174,6 +174,19 @@ async def test_live_fan_out_to_several_browsers_without_duplicates(make_client: 
         assert await receive_seqs(browser, 51) == list(range(51))
 
 
+async def test_live_records_arriving_together_share_a_message(make_client: MakeClient) -> None:
+    client = await make_client(batch_s=2.0)  # a long window, so that the three surely fall in it
+    browser = await client.ws_connect("/ws/dashboard?run=r1")
+    await browser.receive_json(timeout=5)
+    trainer, _ = await connect_trainer(client, "r1")
+    assert (await browser.receive_json(timeout=5))["kind"] == "run"  # live: not held back
+    for seq in range(3):
+        await trainer.send_str(event_message(train("r1", seq)))
+        await asyncio.sleep(0.05)  # each alone on the wire
+    message = await browser.receive_json(timeout=5)
+    assert [r["seq"] for r in message["records"]] == [0, 1, 2]
+
+
 async def test_a_socket_without_a_run_hears_every_run_change_and_no_records(make_client: MakeClient) -> None:
     client = await make_client()
     lobby = await client.ws_connect("/ws/dashboard")
@@ -218,7 +231,7 @@ async def test_ping_is_answered_and_other_browser_messages_ignored(make_client: 
 async def test_a_browser_that_falls_behind_is_disconnected_and_stalls_no_one(
     make_client: MakeClient,
 ) -> None:
-    client = await make_client(queue_size=64)
+    client = await make_client(queue_size=64, batch_s=0)
     slow = await client.ws_connect("/ws/dashboard?run=big")
     fast = await client.ws_connect("/ws/dashboard?run=big")
     for ws in (slow, fast):

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from llm.sidecar import api, sockets
 from llm.sidecar.history import HistoryStore
-from llm.sidecar.hub import QUEUE_SIZE, Hub
+from llm.sidecar.hub import BATCH_S, QUEUE_SIZE, Hub
 from llm.sidecar.state import HUB, LOOPBACK_NAMES, SETTINGS, STORE, Settings
 
 log = logging.getLogger("llm.sidecar")
@@ -102,12 +102,14 @@ def create_app(
     allowed_hosts: frozenset[str] | None = LOOPBACK_NAMES,
     epoch: str | None = None,
     queue_size: int = QUEUE_SIZE,
+    batch_s: float = BATCH_S,
     rescan_s: float = 2.0,
 ) -> web.Application:
     """The sidecar. `allowed_hosts`: Host names it answers to (None: any, for a non-loopback bind)."""
     app = web.Application(middlewares=[check_host])
     app[SETTINGS] = Settings(token=token, dist=dist, allowed_hosts=allowed_hosts, rescan_s=rescan_s)
-    store, hub = HistoryStore(runs_dir), Hub(epoch=epoch or secrets.token_hex(8), queue_size=queue_size)
+    store = HistoryStore(runs_dir)
+    hub = Hub(epoch=epoch or secrets.token_hex(8), queue_size=queue_size, batch_s=batch_s)
     store.on_records, store.on_run = hub.publish_records, hub.publish_run
     app[STORE], app[HUB] = store, hub
     app.cleanup_ctx.append(_background)

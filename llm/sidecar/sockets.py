@@ -129,7 +129,7 @@ async def dashboard_socket(request: web.Request) -> web.WebSocketResponse:
     reset = epoch is not None and epoch != hub.epoch
     if reset:  # records before a restart may not be what the page holds: send the whole history again
         first.append(hub.message("reset"))
-    browser = Browser(ws, run_id, epoch=hub.epoch, queue_size=hub.queue_size)
+    browser = Browser(ws, run_id, epoch=hub.epoch, queue_size=hub.queue_size, batch_s=hub.batch_s)
     hub.subscribe(browser)  # in the same step as the replay snapshot: no record falls between them
     browser.start(first, run.records_after(-1 if reset else since) if run is not None else [])
     try:
