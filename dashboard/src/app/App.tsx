@@ -124,7 +124,7 @@ export function App() {
     <div className="app" data-testid="app" data-run={selected ?? ''} data-last-seq={data.lastSeq}>
       <TopBar
         run={info}
-        runName={info ? runName(info) : ''}
+        runName={info ? runName(info) : (selected ?? '')}
         state={state}
         stateDetail={detail}
         step={step}

@@ -12,7 +12,8 @@ export function EmptyState() {
       <pre className="command">
         <code>
           LLM_DASHBOARD_TOKEN=… deepspeed --num_gpus 2 launch/train.py \{'\n'}
-          {'    '}--deepspeed ds_configs/cpu.json --model tiny --dashboard {origin}
+          {'    '}--deepspeed ds_configs/cpu.json --model tiny \{'\n'}
+          {'    '}--dashboard {origin}
         </code>
       </pre>
     </div>

@@ -28,3 +28,12 @@ describe('thinLogTicks', () => {
     expect(scale.ticks).toHaveLength(5)
   })
 })
+
+describe('clockTicks', () => {
+  it('puts wall-time ticks on whole minutes and hours', async () => {
+    const { clockTicks } = await import('./axes')
+    expect(clockTicks(0, 2700)).toEqual([0, 600, 1200, 1800, 2400])
+    expect(clockTicks(10, 100)).toEqual([15, 30, 45, 60, 75, 90])
+    expect(clockTicks(0, 5 * 3600)).toEqual([0, 3600, 7200, 10800, 14400, 18000])
+  })
+})

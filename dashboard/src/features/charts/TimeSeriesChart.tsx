@@ -13,6 +13,8 @@ setupCharts()
 export interface AxisFormat {
   title: string
   format: (value: number) => string
+  /** tick positions for [min, max], where Chart.js's round numbers do not suit (wall time) */
+  ticks?: (min: number, max: number) => number[]
 }
 
 export interface TimeSeriesChartProps {
@@ -105,6 +107,13 @@ export function TimeSeriesChart(props: TimeSeriesChartProps) {
           min: range?.[0],
           max: range?.[1],
           ticks: { maxTicksLimit: 6, includeBounds: false, callback: (v) => x.format(Number(v)) },
+          ...(x.ticks
+            ? {
+                afterBuildTicks: (scale: { min: number; max: number; ticks: { value: number }[] }) => {
+                  scale.ticks = (x.ticks?.(scale.min, scale.max) ?? []).map((value) => ({ value }))
+                },
+              }
+            : {}),
           title: { display: false, text: x.title },
         },
         y: {
