@@ -94,6 +94,11 @@ export function App() {
     freshest(listed, streamed) ??
     (selected !== null && data.runId === selected && data.lastSeq >= 0 ? infoFromRecords(selected, data, status) : null)
 
+  // the rail shows the followed run's summary as its socket last said it (the list is polled)
+  const railRuns = useMemo(
+    () => (info ? runs.map((run) => (run.run_id === info.run_id ? info : run)) : runs),
+    [runs, info],
+  )
   const colors = useMemo(() => colorIndexes(runs), [runs])
   const colorOf = useCallback((runId: string) => runColor(colors.get(runId) ?? 0), [colors])
 
@@ -141,7 +146,7 @@ export function App() {
       />
       <div className="layout">
         <RunsRail
-          runs={runs}
+          runs={railRuns}
           selected={selected}
           overlay={overlay}
           colorOf={colorOf}
