@@ -135,3 +135,14 @@ describe('<App>', () => {
     expect(pause.getAttribute('title')).toContain('finished')
   })
 })
+
+describe('etaLabel', () => {
+  it('gives no ETA for a run that stopped or crashed, and says done or paused', async () => {
+    const { etaLabel } = await import('../features/topbar/TopBar')
+    expect(etaLabel('running', 125)).toBe('2 min 05 s')
+    expect(etaLabel('stopped', 2459)).toBe('—')
+    expect(etaLabel('crashed', 10)).toBe('—')
+    expect(etaLabel('finished', null)).toBe('done')
+    expect(etaLabel('paused', 99)).toBe('paused')
+  })
+})

@@ -24,7 +24,7 @@ export function TopBar(props: TopBarProps) {
   const { run, runName, state, stateDetail, step, maxSteps, tokensSeen, eta, railOpen, onToggleRail } = props
   const progress = step !== null && maxSteps ? Math.min(1, step / maxSteps) : null
   const barRef = useStickyHeight()
-  const etaText = state === 'paused' ? 'paused' : eta === 0 ? 'done' : eta === null ? '—' : formatDuration(eta)
+  const etaText = etaLabel(state, eta)
   return (
     <header className="topbar" ref={barRef}>
       <div className="topbar-main">
@@ -109,4 +109,12 @@ function useStickyHeight() {
     }
   }, [])
   return ref
+}
+
+/** ETA at the recent pace; none for a run that is not going to reach its last step by itself. */
+export function etaLabel(state: BadgeState, eta: number | null): string {
+  if (state === 'paused') return 'paused'
+  if (state === 'finished' || eta === 0) return 'done'
+  if (state === 'stopped' || state === 'crashed' || eta === null) return '—'
+  return formatDuration(eta)
 }
