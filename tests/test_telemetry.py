@@ -5,6 +5,7 @@ The CPU's measured peak is tested in test_mfu.py.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,9 @@ def test_events_round_trip_and_reject_bad_records() -> None:
         parse_event('{"type":"train","run_id":"r","seq":0}')  # fields missing
     with pytest.raises(ValidationError):
         _train(0, mfu=-1.0)
+    # a diverged loss: JSON has no NaN, pydantic writes null, and the record still reads back (as NaN)
+    diverged = parse_event(_train(4, loss=float("nan")).model_dump_json())
+    assert isinstance(diverged, TrainEvent) and math.isnan(diverged.loss)
 
 
 def test_dashboard_events_round_trip_and_reject_bad_records() -> None:

@@ -1,6 +1,7 @@
 """Where rank 0 finds the dashboard's sidecar: `--dashboard URL`, `LLM_DASHBOARD_URL`, or `auto`.
 
-`auto` uses a sidecar already answering at 127.0.0.1:8765, or starts one there (its own process
+`auto` uses a sidecar already answering at 127.0.0.1:8765 (or at `LLM_DASHBOARD_URL` when that is
+set: a loopback address with a port), or starts one there (its own process
 group, so it outlives the run and the page stays up to look at the finished curves). The token comes
 from `LLM_DASHBOARD_TOKEN`, else from RUNS_DIR/.dashboard-token (made once, mode 0600), so the runs
 and the sidecar that one runs folder starts agree without anyone copying a token.
@@ -72,7 +73,7 @@ def connect(flag: str | None, *, runs_dir: Path, log: Path) -> DashboardLink | N
         return None
     if setting != "auto":
         return DashboardLink(setting.rstrip("/"), os.environ.get(TOKEN_ENV, ""))
-    return start_or_find(runs_dir=runs_dir, log=log)
+    return start_or_find(runs_dir=runs_dir, log=log, url=os.environ.get(URL_ENV) or DEFAULT_URL)
 
 
 def runs_token(runs_dir: Path) -> str:
@@ -88,12 +89,13 @@ def runs_token(runs_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def start_or_find(*, runs_dir: Path, log: Path) -> DashboardLink | None:
-    """The sidecar at DEFAULT_URL, started (detached) when none answers; None if it cannot start."""
+def start_or_find(*, runs_dir: Path, log: Path, url: str = DEFAULT_URL) -> DashboardLink | None:
+    """The sidecar at `url`, started (detached) when none answers; None if it cannot start."""
+    url = url.rstrip("/")
     token = runs_token(runs_dir)
-    if answers(DEFAULT_URL):
-        return DashboardLink(DEFAULT_URL, token)
-    port = DEFAULT_URL.rsplit(":", 1)[1]
+    if answers(url):
+        return DashboardLink(url, token)
+    port = url.rsplit(":", 1)[1]
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "llm.sidecar", "--port", port, "--runs-dir", str(runs_dir)],
@@ -103,7 +105,7 @@ def start_or_find(*, runs_dir: Path, log: Path) -> DashboardLink | None:
             start_new_session=True,  # not part of the job: it stays up after the run ends
         )
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not answers(DEFAULT_URL):
+    while not answers(url):
         if process.poll() is not None or time.monotonic() > deadline:
             print(
                 f"warning: the dashboard did not start (see {log}); training goes on without it",
@@ -112,7 +114,7 @@ def start_or_find(*, runs_dir: Path, log: Path) -> DashboardLink | None:
             )
             return None
         time.sleep(0.2)
-    link = DashboardLink(DEFAULT_URL, token)
+    link = DashboardLink(url, token)
     print(f"dashboard: {link.page()} (sidecar pid {process.pid}, left running)", flush=True)
     return link
 
@@ -120,12 +122,14 @@ def start_or_find(*, runs_dir: Path, log: Path) -> DashboardLink | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m llm.telemetry.dashboard_link",
-        description=f"Find or start the dashboard's sidecar at {DEFAULT_URL} and print the page's URL.",
+        description=f"Find or start the dashboard's sidecar at {DEFAULT_URL} (or {URL_ENV}) and print the "
+        "page's URL.",
     )
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="runs the sidecar lists")
     args = parser.parse_args(argv)
-    already = answers(DEFAULT_URL)
-    link = start_or_find(runs_dir=args.runs_dir, log=args.runs_dir / "sidecar.log")
+    url = os.environ.get(URL_ENV) or DEFAULT_URL
+    already = answers(url)
+    link = start_or_find(runs_dir=args.runs_dir, log=args.runs_dir / "sidecar.log", url=url)
     if link is None:
         return 1
     if already:

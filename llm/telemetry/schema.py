@@ -11,9 +11,10 @@ No torch here: the sidecar imports this module.
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 
 class _Event(BaseModel):
@@ -22,6 +23,21 @@ class _Event(BaseModel):
     run_id: str
     seq: int = Field(ge=0, description="position in the run's event stream, increasing by one")
     time: float = Field(description="Unix time in seconds when the event was made")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_not_finite(cls, data: Any) -> Any:
+        """JSON has no NaN or Infinity: pydantic writes them as null. A plain float field that reads
+        null had one (a diverged loss), so it reads back as NaN rather than failing the whole record."""
+        if isinstance(data, dict):
+            nulls = [
+                n
+                for n, f in cls.model_fields.items()
+                if f.annotation is float and n in data and data[n] is None
+            ]
+            if nulls:
+                data = {**data, **dict.fromkeys(nulls, math.nan)}
+        return data
 
 
 class TrainEvent(_Event):
