@@ -18,9 +18,9 @@ log = logging.getLogger("llm.sidecar")
 QUEUE_SIZE = 10_000  # messages waiting for one browser; a browser this far behind is disconnected
 REPLAY_CHUNK = 1_000  # records per message when replaying history
 LIVE_BATCH = 500  # at most this many queued records go out in one message
-# Live records wait this long for others to share their message: at 1,000 records/s to 20 browsers,
-# ~5 records a frame instead of one cut the sidecar's and the browsers' work per record, and with it
-# the p99 latency on a busy 2-core machine from 125-384 ms to 25-33 ms (benchmarks/sidecar.py).
+# A live record that finds no other queued waits this long for company, so that at 1,000 records/s
+# ~5 share a frame: less work per record for the sidecar and the browsers. On this busy 2-core machine
+# (benchmarks/sidecar.py, 6 s runs alternated, load 3.5-4.9) p99 went from 125 and 384 ms to 33 and 25.
 BATCH_S = 0.005
 SLOW_CLOSE_CODE = 1013  # "try again later": the page reconnects and resumes from its last seq
 
