@@ -542,27 +542,27 @@ async def test_series_over_http_with_markers(make_client: MakeClient, runs_dir: 
 async def test_a_non_finite_number_written_as_null_is_read_as_nan(
     make_client: MakeClient, runs_dir: Path
 ) -> None:
-    """pydantic's JSON has null for NaN and ±Inf (the trainer's JsonlSink and reporter write it so), and
-    the schema refuses null for a loss: the sidecar reads such a record with NaN there, so it is kept."""
+    """pydantic's JSON has null for NaN and ±Inf (the trainer's JsonlSink and reporter write it so); the
+    schema reads such a null back as NaN: the record is kept, and its value is a marker."""
     run_dir = runs_dir / "r1"
     run_dir.mkdir()
     lines = [train("r1", 0), train("r1", 1, loss=math.nan), train("r1", 2, grad_norm=None)]
-    no_time = json.loads(train("r1", 3).model_dump_json()) | {
-        "time": None
-    }  # not a number the schema lets be NaN
-    text = "\n".join([*(e.model_dump_json() for e in lines), json.dumps(no_time)]) + "\n"
-    (run_dir / "metrics.jsonl").write_text(text)
+    lines.append(train("r1", 3).model_copy(update={"time": math.nan}))  # a clock gone wrong
+    (run_dir / "metrics.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in lines))
     client = await make_client()
     trainer, last_seq = await connect_trainer(client, "r1")
-    assert last_seq == 2
+    assert last_seq == 3
     await trainer.send_str(f'{{"kind": "event", "event": {train("r1", 4, loss=math.inf).model_dump_json()}}}')
     browser = await client.ws_connect("/ws/dashboard?run=r1&since=3")
     assert await receive_seqs(browser, 1) == [4]
     loss = await (await client.get("/api/runs/r1/series?key=loss")).json()
-    assert [p["x"] for p in loss["points"]] == [0, 2]
+    assert [p["x"] for p in loss["points"]] == [0, 2, 3]
     assert loss["markers"] == [{"x": 1, "kind": "nan"}, {"x": 4, "kind": "nan"}]  # Inf became null: NaN
     grad = await (await client.get("/api/runs/r1/series?key=grad_norm")).json()
-    assert [p["x"] for p in grad["points"]] == [0, 1, 4] and grad["markers"] == []  # None: unknown, no marker
+    assert [p["x"] for p in grad["points"]] == [0, 1, 3, 4] and grad["markers"] == []  # None: unknown
+    by_time = await (await client.get("/api/runs/r1/series?key=loss&x=time")).json()
+    assert [p["x"] for p in by_time["points"]] == [1_000.0, 1_002.0]  # no time, no place on this axis
+    assert by_time["x_max"] == 1_004.0
 
 
 # --- static files

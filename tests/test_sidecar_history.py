@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from llm.sidecar.history import MetricsFile
-from llm.sidecar.messages import parse_record
+from llm.telemetry.schema import parse_event
 from tests.test_sidecar import line, train
 
 
 def seqs(lines: list[tuple[int, bytes]]) -> list[int]:
-    return [parse_record(text).seq for _, text in lines]
+    return [parse_event(text).seq for _, text in lines]
 
 
 def test_a_line_still_being_written_is_read_once_it_is_complete(tmp_path: Path) -> None:

@@ -20,8 +20,7 @@ from typing import Any
 import pydantic_core
 from pydantic import ValidationError
 
-from llm.sidecar.messages import parse_record
-from llm.telemetry.schema import EvalEvent, Event, TrainEvent
+from llm.telemetry.schema import EvalEvent, Event, TrainEvent, parse_event
 
 log = logging.getLogger("llm.sidecar")
 
@@ -145,7 +144,7 @@ class MetricsFile:
         end = signature[1] - len(lines[-1])  # just after the last complete line
         for line in reversed(lines[1:-1]):  # the first may be cut by the seek
             try:
-                if parse_record(line).seq <= last_seq:
+                if parse_event(line).seq <= last_seq:
                     self.offset = end
                     return
             except ValueError:
@@ -321,7 +320,7 @@ class HistoryStore:
         run.file.skip_held(run.last_seq)
         for at, line in run.file.read_new():
             try:
-                events.append(parse_record(line))
+                events.append(parse_event(line))
             except ValidationError as err:
                 bad.append((at, err.errors()[0]["msg"]))
         if bad:

@@ -97,8 +97,11 @@ def bucketed_view(
     smoothed[finite] = debiased_ema(y[finite], query.smoothing)  # over the whole run, so zooming keeps it
     if len(x) == 0:
         return {"raw": True, "count": 0, "x_min": None, "x_max": None, "points": [], "markers": []}
-    lo = float(x.min()) if query.x_min is None else query.x_min
-    hi = float(x.max()) if query.x_max is None else query.x_max
+    known = x[np.isfinite(x)]  # a record's time may be NaN (null in its JSON): such a point is nowhere
+    if query.x_min is None and len(known) == 0:
+        return {"raw": True, "count": 0, "x_min": None, "x_max": None, "points": [], "markers": []}
+    lo = float(known.min()) if query.x_min is None else query.x_min
+    hi = float(known.max()) if query.x_max is None else query.x_max
     in_range = (x >= lo) & (x <= hi)
     grew = np.zeros(len(x)) if skipped_steps is None else np.diff(skipped_steps, prepend=0.0)
     markers = _markers(x, y, grew, in_range, lo=lo, hi=hi, buckets=query.buckets)

@@ -14,7 +14,7 @@ from yarl import URL
 
 from llm.sidecar.history import RunHistory
 from llm.sidecar.hub import Browser
-from llm.sidecar.messages import TrainerHello, parse_trainer_message, reason, too_large
+from llm.sidecar.messages import TRAINER_MESSAGE, TrainerHello, reason, too_large
 from llm.sidecar.state import HUB, SETTINGS, STORE
 
 log = logging.getLogger("llm.sidecar")
@@ -64,7 +64,7 @@ async def trainer_socket(request: web.Request) -> web.WebSocketResponse:
                 log.warning("trainer socket: dropped a message of %d characters (over 64 KiB)", len(msg.data))
                 continue
             try:
-                message = parse_trainer_message(msg.data)
+                message = TRAINER_MESSAGE.validate_json(msg.data)
             except ValidationError as err:
                 log.warning("trainer socket: dropped a message (%s)", reason(err))
                 continue
