@@ -131,6 +131,11 @@ async def receive_seqs(ws: Any, count: int) -> list[int]:
     return seqs
 
 
+def strict_json(text: str) -> Any:
+    """JSON as a browser reads it: NaN and Infinity are not JSON."""
+    return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in an answer"))
+
+
 async def epoch_of(client: Client) -> str:
     return (await (await client.get("/healthz")).json())["epoch"]
 
@@ -563,6 +568,10 @@ async def test_a_non_finite_number_written_as_null_is_read_as_nan(
     by_time = await (await client.get("/api/runs/r1/series?key=loss&x=time")).json()
     assert [p["x"] for p in by_time["points"]] == [1_000.0, 1_002.0]  # no time, no place on this axis
     assert by_time["x_max"] == 1_004.0
+    await trainer.send_str(event_message(state("r1", 5, "paused").model_copy(update={"time": math.nan})))
+    await receive_seqs(browser, 1)
+    (run,) = (await (await client.get("/api/runs")).json(loads=strict_json))["runs"]
+    assert (run["started"], run["updated"]) == (1_000.0, 1_004.0)
 
 
 # --- static files

@@ -236,9 +236,10 @@ class RunHistory:
 
     def _ingest(self, fields: Mapping[str, Any]) -> None:
         kind = fields["type"]
-        if self.started is None:
-            self.started = fields["time"]
-        self.updated = fields["time"]
+        if math.isfinite(fields["time"]):  # a NaN time (null in the JSON) says nothing of when
+            if self.started is None:
+                self.started = fields["time"]
+            self.updated = fields["time"]
         self.step = fields["step"]
         if kind == "train":
             self.tokens_seen = fields["tokens_seen"]
