@@ -56,9 +56,10 @@ else
 endif
 	$(DEMO_ENV) $(PY) -m llm.generate --checkpoint $(DEMO_RUN_DIR) --prompt "def " --max-new-tokens 120
 
-lint: setup
+lint: setup dashboard/node_modules/.package-lock.json
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	cd dashboard && npm run lint
 
 typecheck: setup
 	$(VENV)/bin/mypy
