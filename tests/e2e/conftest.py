@@ -19,7 +19,9 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+# per module: Playwright's sync API runs an event loop in this thread while it is open, which the
+# asyncio tests that come after (the sidecar's) could not start theirs beside
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     assert (REPO / "dashboard" / "dist" / "index.html").exists(), "build the dashboard first: make dashboard"
     with playwright.sync_playwright() as p:

@@ -101,12 +101,14 @@ def test_a_live_two_rank_run_is_watched_and_steered_from_the_browser(browser: An
         # the loss chart ends at the last step the trainer logged, each step once
         page.wait_for_function(f"() => ({LOSS_STEPS_JS})('live')?.at(-1) === {paused_at}")
         assert loss_steps(page, "live") == steps
-        if SHOTS:
+        if SHOTS:  # for docs/dashboard.md: the page as it opens on a desktop and on a phone
             page.screenshot(path=str(REPO / SHOTS / "dashboard-desktop.png"))
-            page.set_viewport_size({"width": 375, "height": 812})
-            time.sleep(1.0)
-            page.screenshot(path=str(REPO / SHOTS / "dashboard-phone.png"), full_page=True)
-            page.set_viewport_size({"width": 1400, "height": 900})
+            phone = browser.new_page(viewport={"width": 375, "height": 812}, device_scale_factor=2)
+            phone.goto(f"{url}/?run=live#token={TOKEN}")
+            phone.wait_for_function(f"() => document.querySelector('[data-step=\"{paused_at}\"]')")
+            time.sleep(1.0)  # the charts' first draw
+            phone.screenshot(path=str(REPO / SHOTS / "dashboard-phone.png"))
+            phone.close()
 
         # Resume: stepping goes on from the same step
         click_and_wait_applied(page, run_dir, "resume")
