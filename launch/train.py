@@ -6,6 +6,7 @@ Thin on purpose: parse and validate everything before any rank starts work, then
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -56,4 +57,10 @@ if __name__ == "__main__":
 
         build_parser().print_help()
         raise SystemExit(0)
-    raise SystemExit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    # Everything is written and closed by now (metrics, checkpoints, the reporter). Leave without the
+    # interpreter's teardown: with several ranks it has aborted in native code under load ("terminate
+    # called without an active exception" from a thread left joinable, exit 134), failing a finished job.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code or 0))
