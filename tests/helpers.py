@@ -53,11 +53,12 @@ def tiny_args(run_dir: Path, *extra: str | Path) -> list[str]:
     ]  # fmt: skip
 
 
-def train_cmd(args: list[str], *, nproc: int | None = None) -> list[str]:
+def train_cmd(args: list[str], *, nproc: int | None = None, master_port: int | None = None) -> list[str]:
     """The real command: `deepspeed --num_gpus N launch/train.py ...`, or `python launch/train.py ...`."""
     if nproc is None:
         return [sys.executable, "launch/train.py", *args]
-    launcher = [str(VENV_BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", str(free_port())]
+    port = master_port or free_port()
+    launcher = [str(VENV_BIN / "deepspeed"), "--num_gpus", str(nproc), "--master_port", str(port)]
     return [*launcher, "launch/train.py", *args]
 
 
@@ -84,12 +85,12 @@ def run_train(
 
 
 def start_train(
-    args: list[str], *, nproc: int | None = None, log: Path, **env: str
+    args: list[str], *, nproc: int | None = None, log: Path, master_port: int | None = None, **env: str
 ) -> subprocess.Popen[bytes]:
     handle = log.open("wb")
     return subprocess.Popen(
-        train_cmd(args, nproc=nproc), cwd=REPO, env=child_env(**env), stdout=handle, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        train_cmd(args, nproc=nproc, master_port=master_port), cwd=REPO, env=child_env(**env), stdout=handle,
+        stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
 
 

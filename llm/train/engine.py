@@ -6,6 +6,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import deepspeed
@@ -77,6 +78,7 @@ def init_distributed(*, timeout_s: float) -> DistInfo:
     dist.distributed_c10d.default_pg_timeout = timeout
     dist.distributed_c10d.default_pg_nccl_timeout = timeout
     deepspeed.init_distributed(auto_mpi_discovery=False, timeout=timeout, verbose=False)
+    _unlink_shared_buffer(info)
     if torch.cuda.is_available():
         torch.cuda.set_device(info.local_rank)
         try:
@@ -84,6 +86,28 @@ def init_distributed(*, timeout_s: float) -> DistInfo:
         except UsageError as err:
             fail(str(err), quiet=not info.is_main)
     return info
+
+
+def shared_buffer_path(rank: int) -> Path:
+    """The /dev/shm file DeepSpeed's CPU all-reduce creates for `rank` of the job at MASTER_ADDR:PORT."""
+    addr, port = os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
+    return Path("/dev/shm") / f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_{rank}"
+
+
+def _unlink_shared_buffer(info: DistInfo) -> None:
+    """Remove the name of this rank's shared-memory all-reduce buffer once every rank has mapped it.
+
+    On the CPU, DeepSpeed maps a 69 MB /dev/shm file per rank and never unlinks it: each job left
+    that much memory (tmpfs) behind per rank for good (19 GB after a day of test runs on a 24 GB
+    machine). DeepSpeed's initialisation returns only once a rank has mapped every other rank's file,
+    so after a barrier the names can go; the mappings stay valid until the ranks exit, however they
+    exit (a killed rank leaks nothing either).
+    """
+    if torch.cuda.is_available():
+        return
+    if info.world_size > 1:
+        dist.barrier()
+    shared_buffer_path(info.rank).unlink(missing_ok=True)
 
 
 def group_timeouts() -> dict[str, float]:

@@ -4,6 +4,7 @@ directory that `llm.generate` reads from any folder without DeepSpeed, and how t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO, child_env, ds_config, run_train, tiny_args
+from tests.helpers import (
+    REPO,
+    child_env,
+    ds_config,
+    free_port,
+    kill_tree,
+    rank_processes,
+    run_train,
+    start_train,
+    tiny_args,
+    train_losses,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
@@ -105,3 +118,29 @@ def test_our_zero_reader_matches_deepspeed_on_three_ranks(tmp_path: Path, stage:
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert any(v.numel() % 3 for v in ours.values())  # padding was really exercised
+
+
+def test_ranks_leave_no_shared_memory_behind_even_when_killed(tmp_path: Path) -> None:
+    """DeepSpeed's CPU all-reduce maps a 69 MB /dev/shm file per rank and never removes it; every rank
+    unlinks its own once all have mapped them, so nothing is left even after kill -9."""
+    port = free_port()
+    run_dir = tmp_path / "run"
+    args = tiny_args(run_dir, "--max-steps", "100000", "--log-every", "1", "--eval-every", "100000")
+    launcher = start_train(args, nproc=2, log=tmp_path / "log", master_port=port)
+    try:
+        wait_for(lambda: max(train_losses(run_dir), default=0) >= 2, timeout=300, what="step 2", proc=launcher)
+        ranks = rank_processes(launcher)
+        assert len(ranks) == 2
+        # each rank still maps every rank's buffer (so DeepSpeed really uses them), by now nameless
+        for rank in ranks:
+            lines = [line for line in Path(f"/proc/{rank.pid}/maps").read_text().splitlines() if f"_{port}_" in line]
+            mapped = {line[line.index("/dev/shm/") :].removesuffix(" (deleted)") for line in lines}
+            prefix = f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_127.0.0.1_{port}"
+            assert mapped == {f"{prefix}_0", f"{prefix}_1"}
+            assert all(line.endswith("(deleted)") for line in lines), lines
+        for rank in ranks:
+            rank.kill()
+        launcher.wait(timeout=120)
+    finally:
+        kill_tree(launcher)
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
