@@ -134,6 +134,29 @@ describe('<App>', () => {
     expect(pause.getAttribute('aria-disabled')).toBe('true')
     expect(pause.getAttribute('title')).toContain('finished')
   })
+
+  it('controls wait while the socket says the trainer is away, though the runs list still says live', async () => {
+    runs = [runInfo('run-l', { state: 'running', live: true, step: 5 })]
+    render(<App />)
+    await waitFor(() => {
+      expect(FakeSocket.all.length).toBeGreaterThan(0)
+    })
+    act(() => {
+      FakeSocket.latest().serverSend({ kind: 'hello', epoch: 'E1', run_id: 'run-l', live: false })
+      FakeSocket.latest().serverSend({ kind: 'records', epoch: 'E1', records: [trainRecord('run-l', 0, 5)] })
+    })
+    const pause = await screen.findByTestId('control-pause')
+    await waitFor(() => {
+      expect(pause.getAttribute('aria-disabled')).toBe('true')
+    })
+    expect(pause.getAttribute('title')).toContain('not reporting')
+    act(() => {
+      FakeSocket.latest().serverSend({ kind: 'run', run: runInfo('run-l', { state: 'running', live: true, step: 5 }) })
+    })
+    await waitFor(() => {
+      expect(screen.getByTestId('control-pause').getAttribute('aria-disabled')).not.toBe('true')
+    })
+  })
 })
 
 describe('etaLabel', () => {

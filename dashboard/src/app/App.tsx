@@ -138,7 +138,7 @@ export function App() {
         eta={etaSeconds(data.train, maxSteps)}
         token={token}
         controls={data.controls}
-        offReason={controlsOffReason(state, info)}
+        offReason={controlsOffReason(state, info, status.live)}
         railOpen={railOpen}
         onToggleRail={() => {
           toggleRail(!railOpen)

@@ -42,11 +42,20 @@ export function stateDetail(state: BadgeState, states: readonly RunStateRecord[]
 }
 
 /** Why the controls are off, or null when they can be used. */
-export function controlsOffReason(state: BadgeState, run: RunInfo | null): string | null {
+/**
+ * Why the controls are off, or null. `streamLive` is what the run's socket last said (its hello, then
+ * each change): fresher than the polled runs list, which may still say live just after the sidecar
+ * restarted and before the trainer has reconnected to it.
+ */
+export function controlsOffReason(
+  state: BadgeState,
+  run: RunInfo | null,
+  streamLive: boolean | null = null,
+): string | null {
   if (!run) return 'no run selected'
   if (ENDED.has(state)) return `controls are off: the run ${state}`
   if (state === 'disconnected') return 'disconnected from the sidecar: controls wait for it'
-  if (!run.live) return 'the run is not reporting to this sidecar: controls are off'
+  if (!(streamLive ?? run.live)) return 'the run is not reporting to this sidecar: controls are off'
   return null
 }
 
