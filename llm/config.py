@@ -57,6 +57,9 @@ class LoopConfig(BaseModel):
     eval_every: int = Field(250, ge=1, description="evaluate every N optimizer steps (and at step 0)")
     eval_batches: int = Field(20, ge=1, description="micro-batches per evaluation, shared among ranks")
     log_every: int = Field(10, ge=1, description="report train metrics every N optimizer steps")
+    params_every: int = Field(
+        50, ge=0, description="per-layer norms and a weight histogram every N steps (0: never)"
+    )
     sample_tokens: int = Field(200, ge=0, description="tokens of sample text printed at the end (0: none)")
     seed: int = Field(1337, description="seed for initialisation and data order")
     progress: bool = Field(True, description="show a progress bar on rank 0")

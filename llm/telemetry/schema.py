@@ -105,7 +105,9 @@ class LayerStats(BaseModel):
     numel: int = Field(ge=0)
     weight_norm: float
     grad_norm: float | None = Field(description="before clipping; None where the gradient is gone")
-    update_ratio: float | None = Field(description="‖Δw‖ / ‖w‖ of the last optimizer step")
+    update_ratio: float | None = Field(
+        description="‖w_after − w_before‖ / ‖w_before‖ over the optimizer step; None while w_before = 0"
+    )
 
 
 class Histogram(BaseModel):

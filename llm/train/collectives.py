@@ -60,6 +60,11 @@ class Collectives:
         dist.all_reduce(tensor, group=self._group)
         return float(tensor.item()) / self.world_size
 
+    def sum(self, values: torch.Tensor) -> None:
+        """Sum a CPU tensor over ranks, in place."""
+        if self.world_size > 1:
+            dist.all_reduce(values, group=self._group)
+
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier(group=self._group)

@@ -16,13 +16,21 @@ from llm.config import CheckpointConfig, LoopConfig
 from llm.data.loader import BatchSampler, eval_batches
 from llm.data.prepare import PreparedDataset, bytes_per_token
 from llm.ds_config import DeepSpeedSettings
-from llm.telemetry.schema import ControlEvent, EvalEvent, RunStateEvent, SystemEvent, TrainEvent
+from llm.telemetry.schema import (
+    ControlEvent,
+    EvalEvent,
+    ParamsEvent,
+    RunStateEvent,
+    SystemEvent,
+    TrainEvent,
+)
 from llm.telemetry.sinks import EventLog
 from llm.telemetry.system import DeviceSampler
 from llm.train.checkpoint import Restored, save_checkpoint
 from llm.train.collectives import Collectives
 from llm.train.control import ControlChannel, Decision
 from llm.train.engine import DistInfo, device, step_stats
+from llm.train.param_stats import ParamStats
 from llm.train.signals import StopSignal
 
 
@@ -50,6 +58,7 @@ class LoopContext:
     stop: StopSignal  # read at step boundaries, and between evaluation batches
     control: ControlChannel  # the dashboard's commands, on the stop flag's collective
     devices: DeviceSampler  # this rank's device load, gathered when rank 0 asks
+    params: ParamStats  # per-layer norms for the dashboard, every `params_every` steps
 
 
 def evaluate(ctx: LoopContext, *, num_batches: int) -> tuple[float, float] | None:
@@ -111,13 +120,18 @@ def train(
     window = _Window()
     while step < loop.max_steps:
         loss_sum = torch.zeros((), device=dev)
-        for _ in range(settings.gradient_accumulation):
+        sample_params = ctx.params.due(step + 1)
+        for micro in range(settings.gradient_accumulation):
             x, y = sampler.next_batch()
             _, loss = engine(x.to(dev, non_blocking=True), y.to(dev, non_blocking=True))
             engine.backward(loss)
+            if sample_params and micro == settings.gradient_accumulation - 1:
+                ctx.params.before_step()  # the reduced gradients live only until the optimizer step
             engine.step()
             loss_sum += loss.detach()
         step += 1
+        if sample_params:
+            _log_params(ctx, step)
         window.steps += 1
         tokens_seen += tokens_per_step
         decision = ctx.control.decide(stop.received is not None)
@@ -244,6 +258,12 @@ def _log_train(
         memory_gb=torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None,
         **stats,
     )
+
+
+def _log_params(ctx: LoopContext, step: int) -> None:
+    sample = ctx.params.after_step()  # every rank joins: sums of squares, one gathered layer
+    if ctx.events is not None:
+        ctx.events.emit(ParamsEvent, step=step, layers=sample.layers, histogram=sample.histogram)
 
 
 def _log_eval(ctx: LoopContext, step: int, num_batches: int) -> None:

@@ -40,6 +40,7 @@ from llm.train.engine import (
     monitor_writer,
 )
 from llm.train.loop import LoopContext, train
+from llm.train.param_stats import ParamStats
 from llm.train.plan import RUNS_ROOT, Plan
 from llm.train.rundir import code_version, config_hash, hardware, new_run_id, write_run_files
 from llm.train.signals import Interrupted, StopSignal
@@ -162,6 +163,7 @@ def run(plan: Plan) -> int:
             local_rank=info.local_rank,
             gpu_index=torch.cuda.current_device() if torch.cuda.is_available() else None,
         ),
+        params=ParamStats(engine, collectives, every=cfg.loop_section().params_every, rank=info.rank),
     )
     if start is not None and start.manifest.lr_scale != 1.0:
         ctx.control.lr.set(start.manifest.lr_scale)  # the dashboard's change survives the resume

@@ -52,6 +52,9 @@ def control_records(run_dir: Path, action: str) -> list[dict[str, Any]]:
 def click_and_wait_applied(page: Any, run_dir: Path, action: str) -> int:
     """Press a control; the page must show it applied; returns the step the run acknowledged."""
     before = len(control_records(run_dir, action))
+    # the controls are on once the page knows the trainer reports to this sidecar (after a sidecar
+    # restart, the page may reconnect before the trainer does)
+    page.locator(f'[data-testid="control-{action}"]:not([aria-disabled="true"])').wait_for(timeout=120_000)
     page.get_by_test_id(f"control-{action}").click()
     if action == "stop":
         page.get_by_test_id("stop-confirm").click()
@@ -79,7 +82,7 @@ def test_a_live_two_rank_run_is_watched_and_steered_from_the_browser(browser: An
     url = f"http://127.0.0.1:{port}"
     args = tiny_args(
         run_dir, "--max-steps", 100000, "--log-every", 1, "--eval-every", 25, "--eval-batches", 1,
-        "--save-every", 100000, "--dist-timeout", DIST_TIMEOUT, "--dashboard", url,
+        "--save-every", 100000, "--dist-timeout", DIST_TIMEOUT, "--dashboard", url, "--params-every", 2,
     )  # fmt: skip
     proc = start_train(args, nproc=2, log=tmp_path / "train.log", LLM_DASHBOARD_TOKEN=TOKEN)
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -101,6 +104,16 @@ def test_a_live_two_rank_run_is_watched_and_steered_from_the_browser(browser: An
         # the loss chart ends at the last step the trainer logged, each step once
         page.wait_for_function(f"() => ({LOSS_STEPS_JS})('live')?.at(-1) === {paused_at}")
         assert loss_steps(page, "live") == steps
+        # the Model panel: a heatmap row per parameter and a column per `params` record (ZeRO-1's
+        # partitions, summed over both ranks), and the histograms the records carried
+        params = metrics(run_dir, "params")
+        assert params and params[-1]["step"] == paused_at - paused_at % 2
+        heatmap = page.get_by_test_id("chart-layers")
+        cols = "document.querySelector('[data-testid=\"chart-layers\"]')?.dataset.cols"
+        page.wait_for_function(f"() => {cols} === '{len(params)}'")
+        assert heatmap.get_attribute("data-rows") == str(len(params[-1]["layers"]))
+        shown = page.get_by_test_id("histogram-layer").locator("option").all_inner_texts()
+        assert sorted(shown) == sorted({p["histogram"]["name"] for p in params})
         if SHOTS:  # for docs/dashboard.md: the page as it opens on a desktop and on a phone
             page.screenshot(path=str(REPO / SHOTS / "dashboard-desktop.png"))
             phone = browser.new_page(viewport={"width": 375, "height": 812}, device_scale_factor=2)
