@@ -20,7 +20,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from llm.sidecar.app import create_app
-from llm.telemetry.schema import ControlEvent, EvalEvent, Event, RunStateEvent, TrainEvent
+from llm.telemetry.schema import (
+    ControlEvent,
+    EvalEvent,
+    Event,
+    Histogram,
+    LayerStats,
+    ParamsEvent,
+    RunStateEvent,
+    TrainEvent,
+)
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -179,6 +188,24 @@ async def test_live_fan_out_to_several_browsers_without_duplicates(make_client: 
         assert await receive_seqs(browser, 51) == list(range(51))
 
 
+async def test_a_large_models_params_record_reaches_the_browser(make_client: MakeClient) -> None:
+    """GPT-2 XL has 580 parameter tensors: its `params` record is ~110 KB, over a browser's 64 KiB."""
+    stats = {"numel": 6_553_600, "weight_norm": 20.468593097062026, "grad_norm": 0.6506147656654954}
+    stats["update_ratio"] = 0.0021566480980952604  # full float precision, as the trainer writes them
+    layers = [LayerStats(name=f"blocks.{i // 12}.mlp.c_fc.weight.{i}", **stats) for i in range(580)]
+    histogram = Histogram(name=layers[0].name, edges=[i / 40 for i in range(41)], counts=[100] * 40)
+    record = ParamsEvent(run_id="big", seq=0, time=1.0, step=50, layers=layers, histogram=histogram)
+    message = event_message(record)
+    assert len(message) > 64 * 1024
+    client = await make_client()
+    browser = await client.ws_connect("/ws/dashboard?run=big", max_msg_size=0)
+    await browser.receive_json(timeout=5)
+    trainer, _ = await connect_trainer(client, "big")
+    await trainer.send_str(message)
+    got = await receive(browser, "records")
+    assert got["records"][0]["layers"] == [layer.model_dump() for layer in layers]
+
+
 async def test_live_records_arriving_together_share_a_message(make_client: MakeClient) -> None:
     client = await make_client(batch_s=2.0)  # a long window, so that the three surely fall in it
     browser = await client.ws_connect("/ws/dashboard?run=r1")
@@ -286,7 +313,7 @@ async def test_bad_trainer_messages_are_dropped_and_the_socket_keeps_serving(
         "unknown record": json.dumps({"kind": "event", "event": {"type": "weights", "run_id": "r1"}}),
         "other run": event_message(train("r2", 0)),
         "oversize": json.dumps(
-            {"kind": "event", "event": {**train("r1", 0).model_dump(), "pad": "x" * 70_000}}
+            {"kind": "event", "event": {**train("r1", 0).model_dump(), "pad": "x" * 2_100_000}}
         ),
     }
     for text in bad.values():
@@ -305,7 +332,7 @@ async def test_bad_trainer_messages_are_dropped_and_the_socket_keeps_serving(
         "event.train.loss",
         "event.train.seq",
         "run r2",
-        "over 64 KiB",
+        "over 2 MiB",
         "BINARY",
     ):
         assert expected in reasons

@@ -8,7 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from llm.telemetry.schema import ControlAction, MetricEvent
 
-MAX_MESSAGE = 64 * 1024  # bytes: a larger inbound message is dropped (the socket stays open)
+MAX_MESSAGE = 64 * 1024  # bytes: a larger message from a browser is refused
+# the trainer (token-authenticated) sends larger records: a `params` record lists every parameter
+# tensor (~190 bytes each: ~110 KB for GPT-2 XL's 580); a larger one is dropped, the socket stays open
+MAX_TRAINER_MESSAGE = 2 * 1024 * 1024
 # a run id names a folder and a URL path segment: no slashes or control characters, no leading dot
 RUN_ID_PATTERN = r"^[^./\\\x00-\x1f][^/\\\x00-\x1f]{0,199}$"
 
@@ -50,8 +53,9 @@ class ControlRequest(BaseModel):
         return self
 
 
-def too_large(text: str) -> bool:
-    return len(text) > MAX_MESSAGE or (len(text) * 4 > MAX_MESSAGE and len(text.encode()) > MAX_MESSAGE)
+def too_large(text: str, limit: int = MAX_MESSAGE) -> bool:
+    """Over `limit` bytes as UTF-8 (encoded only when the character count cannot tell)."""
+    return len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit)
 
 
 def reason(err: ValidationError) -> str:

@@ -14,12 +14,13 @@ from yarl import URL
 
 from llm.sidecar.history import RunHistory
 from llm.sidecar.hub import Browser
-from llm.sidecar.messages import TRAINER_MESSAGE, TrainerHello, reason, too_large
+from llm.sidecar.messages import MAX_TRAINER_MESSAGE, TRAINER_MESSAGE, TrainerHello, reason, too_large
 from llm.sidecar.state import HUB, SETTINGS, STORE
 
 log = logging.getLogger("llm.sidecar")
 
-FRAME_LIMIT = 1024 * 1024  # a frame over this closes the socket (1009); over MAX_MESSAGE it is dropped
+FRAME_LIMIT = 1024 * 1024  # a browser's frame over this closes its socket (1009)
+TRAINER_FRAME_LIMIT = 4 * MAX_TRAINER_MESSAGE  # the trainer's: over MAX_TRAINER_MESSAGE it is dropped
 HEARTBEAT_S = 30.0
 
 
@@ -52,7 +53,7 @@ def same_origin(request: web.Request) -> bool:
 
 async def trainer_socket(request: web.Request) -> web.WebSocketResponse:
     require_token(request)
-    ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, heartbeat=HEARTBEAT_S)
+    ws = web.WebSocketResponse(max_msg_size=TRAINER_FRAME_LIMIT, heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
     run: RunHistory | None = None
     try:
@@ -60,8 +61,8 @@ async def trainer_socket(request: web.Request) -> web.WebSocketResponse:
             if msg.type != WSMsgType.TEXT:
                 log.warning("trainer socket: dropped a %s message (text frames only)", msg.type.name)
                 continue
-            if too_large(msg.data):
-                log.warning("trainer socket: dropped a message of %d characters (over 64 KiB)", len(msg.data))
+            if too_large(msg.data, MAX_TRAINER_MESSAGE):
+                log.warning("trainer socket: dropped a message of %d characters (over 2 MiB)", len(msg.data))
                 continue
             try:
                 message = TRAINER_MESSAGE.validate_json(msg.data)
