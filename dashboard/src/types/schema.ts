@@ -148,7 +148,7 @@ export type GradNorm1 = number | null;
 export type Name2 = string;
 export type Numel = number;
 /**
- * ‖Δw‖ / ‖w‖ of the last optimizer step
+ * ‖w_after − w_before‖ / ‖w_before‖ over the optimizer step; None while w_before = 0
  */
 export type UpdateRatio = number | null;
 export type WeightNorm = number;
