@@ -49,6 +49,7 @@ from llm.data.loader import BatchSampler  # noqa: E402
 from llm.data.prepare import load_dataset, prepare_dataset  # noqa: E402
 from llm.model.config import GPTConfig, from_preset  # noqa: E402
 from llm.model.gpt import GPT  # noqa: E402
+from llm.telemetry.dashboard_link import spawn_sidecar  # noqa: E402
 from llm.telemetry.mfu import cpu_peak_flops, model_matmul_shapes  # noqa: E402
 
 SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 256}
@@ -194,21 +195,12 @@ def trainer(
 def sidecar(runs_dir: Path) -> Iterator[tuple[str, str]]:
     """A real sidecar on a free loopback port, over its own (empty) runs folder: (URL, token)."""
     token = secrets.token_urlsafe(16)
-    port_file = runs_dir.parent / "sidecar.port"
-    port_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llm.sidecar", "--port", "0", "--runs-dir", str(runs_dir), "--port-file",
-         str(port_file)],
-        cwd=REPO, env={**child_env(), "LLM_DASHBOARD_TOKEN": token}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    started = spawn_sidecar(runs_dir, token=token, log=runs_dir.parent / "sidecar.log", env=child_env())
+    if started is None:
+        raise SystemExit(f"the sidecar did not start (see {runs_dir.parent / 'sidecar.log'})")
+    proc, port = started
     try:
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the sidecar did not start")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port_file.read_text().strip()}", token
+        yield f"http://127.0.0.1:{port}", token
     finally:
         proc.terminate()
         proc.wait(timeout=30)

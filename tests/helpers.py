@@ -175,15 +175,8 @@ def start_sidecar(
     runs_dir: Path, *, token: str, log: Path, port: int = 0
 ) -> tuple[subprocess.Popen[bytes], int]:
     """`python -m llm.sidecar` on loopback (a free port unless given); returns it once it listens."""
-    port_file = log.with_suffix(".port")
-    port_file.unlink(missing_ok=True)
-    handle = log.open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llm.sidecar", "--port", str(port), "--runs-dir", str(runs_dir),
-         "--port-file", str(port_file)],
-        cwd=REPO, env=child_env(LLM_DASHBOARD_TOKEN=token), stdout=handle, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    wait_for(lambda: port_file.exists() and port_file.read_text().strip() != "", timeout=60,
-             what="the sidecar to listen", proc=proc)  # fmt: skip
-    return proc, int(port_file.read_text().strip())
+    from llm.telemetry.dashboard_link import spawn_sidecar
+
+    started = spawn_sidecar(runs_dir, token=token, log=log, port=port, env=child_env(), timeout_s=60)
+    assert started is not None, f"the sidecar did not start: {log.read_text()[-2000:]}"
+    return started

@@ -89,33 +89,54 @@ def runs_token(runs_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def spawn_sidecar(
+    runs_dir: Path,
+    *,
+    token: str,
+    log: Path,
+    port: int = 0,
+    env: dict[str, str] | None = None,
+    timeout_s: float = START_TIMEOUT_S,
+) -> tuple[subprocess.Popen[bytes], int] | None:
+    """`python -m llm.sidecar` on loopback in its own session, output appended to `log`.
+
+    Returns it and its port once it listens (it writes the port to `log`'s `.port` file then; port 0
+    picks a free one), or None when it exits or does not listen within `timeout_s`."""
+    port_file = log.with_suffix(".port")
+    port_file.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "llm.sidecar", "--port", str(port), "--runs-dir", str(runs_dir)]
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*command, "--port-file", str(port_file)],
+            env={**(os.environ if env is None else env), TOKEN_ENV: token},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # not part of the caller's job: a training run may end before it
+        )
+    deadline = time.monotonic() + timeout_s
+    while not (port_file.exists() and port_file.read_text().strip()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
+    return process, int(port_file.read_text().strip())
+
+
 def start_or_find(*, runs_dir: Path, log: Path, url: str = DEFAULT_URL) -> DashboardLink | None:
     """The sidecar at `url`, started (detached) when none answers; None if it cannot start."""
     url = url.rstrip("/")
     token = runs_token(runs_dir)
     if answers(url):
         return DashboardLink(url, token)
-    port = url.rsplit(":", 1)[1]
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "llm.sidecar", "--port", port, "--runs-dir", str(runs_dir)],
-            env={**os.environ, TOKEN_ENV: token},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # not part of the job: it stays up after the run ends
+    started = spawn_sidecar(runs_dir, token=token, log=log, port=int(url.rsplit(":", 1)[1]))
+    if started is None:
+        print(
+            f"warning: the dashboard did not start (see {log}); training goes on without it",
+            file=sys.stderr,
+            flush=True,
         )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not answers(url):
-        if process.poll() is not None or time.monotonic() > deadline:
-            print(
-                f"warning: the dashboard did not start (see {log}); training goes on without it",
-                file=sys.stderr,
-                flush=True,
-            )
-            return None
-        time.sleep(0.2)
+        return None
     link = DashboardLink(url, token)
-    print(f"dashboard: {link.page()} (sidecar pid {process.pid}, left running)", flush=True)
+    print(f"dashboard: {link.page()} (sidecar pid {started[0].pid}, left running)", flush=True)
     return link
 
 
