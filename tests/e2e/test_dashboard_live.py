@@ -114,6 +114,15 @@ def test_a_live_two_rank_run_is_watched_and_steered_from_the_browser(browser: An
         assert heatmap.get_attribute("data-rows") == str(len(params[-1]["layers"]))
         shown = page.get_by_test_id("histogram-layer").locator("option").all_inner_texts()
         assert sorted(shown) == sorted({p["histogram"]["name"] for p in params})
+        # the Hardware panel: both ranks' processes (psutil: no GPU here), sampled every 5 s, paused too
+        system = metrics(run_dir, "system")
+        assert len(system) >= 3, system  # the pause alone outlasts three sampling periods
+        for record in system:
+            devices = record["devices"]
+            assert [(d["rank"], d["kind"]) for d in devices] == [(0, "cpu"), (1, "cpu")]
+            assert all(0 < d["memory_used_gb"] < d["memory_total_gb"] for d in devices)
+        rows = page.get_by_test_id("device-table").locator("tbody tr")
+        assert [text.split()[:2] for text in rows.all_inner_texts()] == [["rank", "0"], ["rank", "1"]]
         if SHOTS:  # for docs/dashboard.md: the page as it opens on a desktop and on a phone
             page.screenshot(path=str(REPO / SHOTS / "dashboard-desktop.png"))
             phone = browser.new_page(viewport={"width": 375, "height": 812}, device_scale_factor=2)
