@@ -166,14 +166,18 @@ def step_stats(engine: Any) -> dict[str, Any]:
     grad_norm = engine.get_global_grad_norm()
     if isinstance(grad_norm, torch.Tensor):
         grad_norm = grad_norm.item()
-    optimizer = engine.optimizer
-    loss_scale = getattr(optimizer, "cur_scale", None) or getattr(optimizer, "loss_scale", None) or 1.0
     return {
         "lr": float(engine.get_lr()[0]),
         "grad_norm": None if grad_norm is None else float(grad_norm),
-        "loss_scale": float(loss_scale),
+        "loss_scale": loss_scale(engine),
         "skipped_steps": int(engine.skipped_steps),
     }
+
+
+def loss_scale(engine: Any) -> float:
+    """The optimizer's current loss scale (1.0 where it keeps none: fp32, bf16)."""
+    optimizer = engine.optimizer
+    return float(getattr(optimizer, "cur_scale", None) or getattr(optimizer, "loss_scale", None) or 1.0)
 
 
 def monitor_writer(engine: Any) -> Any:

@@ -1,7 +1,7 @@
 """Per-layer weight norm, gradient norm and update ratio for the dashboard's Model panel.
 
 Every figure comes from the part of each parameter that this rank owns, as a sum of squares; one
-all-reduce of those sums (float64, three numbers per parameter) gives the whole-model figures on every
+all-reduce of those sums (float64, four numbers per parameter) gives the whole-model figures on every
 rank. No parameter is gathered whole on the step path:
 
 * ZeRO-3: the rank's fp32 partition of the weight and of the reduced gradient (DeepSpeed's
@@ -28,7 +28,7 @@ from deepspeed.utils import safe_get_full_fp32_param, safe_get_local_fp32_param,
 
 from llm.telemetry.schema import Histogram, LayerStats
 from llm.train.collectives import Collectives
-from llm.train.engine import device
+from llm.train.engine import device, loss_scale
 
 HISTOGRAM_BINS = 40
 
@@ -48,7 +48,7 @@ class ParamStats:
         self.named = [(n, p) for n, p in engine.module.named_parameters() if p.requires_grad]
         # histograms for matrices (embeddings, projections): the layers whose spread tells most
         # (under ZeRO-3 a parameter's own tensor is an empty placeholder: its shape is `ds_shape`)
-        self._histogram_names = [n for n, p in self.named if len(getattr(p, "ds_shape", p.shape)) >= 2]
+        self._matrices = [(n, p) for n, p in self.named if len(getattr(p, "ds_shape", p.shape)) >= 2]
         self._before: list[torch.Tensor | None] = []
         self._grad_sq: torch.Tensor | None = None
         self._samples = 0
@@ -58,7 +58,8 @@ class ParamStats:
         return self.every > 0 and step % self.every == 0
 
     def before_step(self) -> None:
-        scale = _loss_scale(self.engine)
+        # the gradients are still scaled by fp16's loss scale (unscaled in the optimizer step)
+        scale = loss_scale(self.engine) if self.engine.fp16_enabled() else 1.0
         grad_sq = []
         self._before = []
         for _, p in self.named:
@@ -100,10 +101,9 @@ class ParamStats:
 
     def _histogram(self) -> Histogram | None:
         """One matrix's fp32 weights, gathered on every rank (a collective), binned on rank 0."""
-        if not self._histogram_names:
+        if not self._matrices:
             return None
-        name = self._histogram_names[self._samples % len(self._histogram_names)]
-        param = dict(self.named)[name]
+        name, param = self._matrices[self._samples % len(self._matrices)]
         full = safe_get_full_fp32_param(param)
         if full is None:  # no ZeRO and no mixed-precision optimizer: the parameter is whole here
             full = param.detach()
@@ -152,10 +152,3 @@ def _sum_sq(t: torch.Tensor | None) -> torch.Tensor:
 
 def _finite_sqrt(v: float) -> float | None:
     return math.sqrt(v) if math.isfinite(v) else None
-
-
-def _loss_scale(engine: Any) -> float:
-    if not engine.fp16_enabled():
-        return 1.0
-    optimizer = engine.optimizer
-    return float(getattr(optimizer, "cur_scale", None) or getattr(optimizer, "loss_scale", None) or 1.0)
