@@ -28,6 +28,7 @@ from pydantic_settings import (
 
 from llm.errors import UsageError, fail
 from llm.model.config import PRESETS, GPTConfig
+from llm.storage.s3 import S3Settings
 
 AUTO_PRESET_HELP = "3090 with a CUDA GPU, tiny without"
 S = TypeVar("S", bound=BaseModel)
@@ -268,6 +269,7 @@ def load_run_config(argv: list[str]) -> RunConfig:
 
 def _check_environment() -> None:
     valid = {f"LLM_{name.upper()}" for name in RunConfig.model_fields} | _NON_SETTING_ENV
+    valid |= {f"LLM_S3_{name.upper()}" for name in S3Settings.model_fields}  # read by llm.storage.s3
     for var in os.environ:
         if var.upper().startswith("LLM_") and var.upper() not in valid:
             near = difflib.get_close_matches(var.upper(), sorted(valid), n=1)

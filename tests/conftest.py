@@ -48,3 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "no_cuda" in item.keywords:
             item.add_marker(skip)
+
+
+# the S3 server fixtures (moto on loopback) for every test that asks for them
+from tests.s3_server import moto_server, s3  # noqa: E402, F401

@@ -8,9 +8,7 @@ what this writes). A crash at any moment leaves the previous checkpoint as `late
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +20,10 @@ import torch
 from llm.checkpoints.catalogue import CheckpointCatalogue, tag_for
 from llm.checkpoints.manifest import CHECKPOINT_FORMAT_VERSION, MANIFEST_NAME, CheckpointManifest, FileEntry
 from llm.errors import UsageError
+from llm.failpoints import failpoint
 from llm.storage import Storage
 from llm.train.collectives import Collectives
 from llm.train.engine import DistInfo
-
-
-def _failpoint(name: str, *, step: int) -> None:
-    """Test hook: LLM_FAILPOINT=<name>[@<step>] kills this process with SIGKILL here (a real kill -9)."""
-    target, _, at = os.environ.get("LLM_FAILPOINT", "").partition("@")
-    if target == name and (not at or int(at) == step):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def rng_state() -> dict[str, Any]:
@@ -83,7 +75,7 @@ def save_checkpoint(
     collectives.barrier()
     engine.save_checkpoint(str(root), tag=tag, client_state={"llm": state}, save_latest=False)
     torch.save(rng_state(), folder / f"rng_state_rank{dist_info.rank}.pt")
-    _failpoint("checkpoint.before_manifest", step=step)
+    failpoint("checkpoint.before_manifest", at=step)
     collectives.barrier()
     # Each node hashes what it holds, so no shared filesystem is assumed; rank 0 merges.
     files = _hash_files(storage, tag) if dist_info.is_node_main else {}
