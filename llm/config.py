@@ -74,7 +74,14 @@ class CheckpointConfig(BaseModel):
     save_every: int = Field(1000, ge=1, description="checkpoint every N optimizer steps (and at the end)")
     keep_last: int = Field(3, ge=1, description="complete checkpoints to keep")
     resume: str | None = Field(
-        None, description="'auto' (newest complete checkpoint, if any) or a run or checkpoint directory"
+        None,
+        description="'auto' (the newest complete checkpoint, here or at --checkpoint-uri, if any), a run or "
+        "checkpoint directory, or s3://bucket/runs/RUN (its LATEST; s3://...@STEP for another)",
+    )
+    checkpoint_uri: str | None = Field(
+        None,
+        description="also upload every checkpoint to s3://bucket/prefix, in the background, each node its "
+        "own shards (docs/aws.md)",
     )
 
 

@@ -97,13 +97,14 @@ class CheckpointCatalogue:
         self.storage.write_bytes(f"{manifest.tag}/{MANIFEST_NAME}", manifest.to_json().encode())
         self.storage.write_bytes(LATEST_NAME, manifest.tag.encode())
 
-    def apply_retention(self, *, keep_last: int) -> None:
-        """Keep the newest `keep_last` complete checkpoints; drop older ones and older unfinished saves."""
+    def apply_retention(self, *, keep_last: int, keep: set[str] | None = None) -> None:
+        """Keep the newest `keep_last` complete checkpoints (and `keep`: uploads in progress); drop older
+        ones and older unfinished saves."""
         tags = self.tags()
         complete = [tag for tag in tags if self.is_complete(tag)]
         if not complete:
             return
-        keep = set(complete[-keep_last:])
+        keep = set(complete[-keep_last:]) | (keep or set())
         for tag in tags:
             if tag not in keep and tag < complete[-1]:  # newer ones may be saves in progress
                 self.storage.delete(tag)

@@ -248,7 +248,7 @@ class S3Storage:
         return ObjectInfo(size=int(r["ContentLength"]), etag=r["ETag"], version_id=r.get("VersionId"))
 
     def exists(self, key: str) -> bool:
-        return self.head(key) is not None or bool(self._list(key, recursive=False, limit=1))
+        return self.head(key) is not None or next(self._list(key, recursive=False, limit=1), None) is not None
 
     def size(self, key: str) -> int | None:
         info = self.head(key)

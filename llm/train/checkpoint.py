@@ -19,11 +19,13 @@ import torch
 
 from llm.checkpoints.catalogue import CheckpointCatalogue, tag_for
 from llm.checkpoints.manifest import CHECKPOINT_FORMAT_VERSION, MANIFEST_NAME, CheckpointManifest, FileEntry
+from llm.checkpoints.remote import attempt_prefix, new_attempt_id
 from llm.errors import UsageError
 from llm.failpoints import failpoint
 from llm.storage import Storage
 from llm.train.collectives import Collectives
 from llm.train.engine import DistInfo
+from llm.train.uploader import CheckpointUploader, UploadJob
 
 
 def rng_state() -> dict[str, Any]:
@@ -62,8 +64,13 @@ def save_checkpoint(
     dist_info: DistInfo,
     collectives: Collectives,
     keep_last: int,
+    remote: bool = False,
+    uploader: CheckpointUploader | None = None,
 ) -> Path:
-    """Every rank calls this at the same step. `state` holds the manifest's training fields."""
+    """Every rank calls this at the same step. `state` holds the manifest's training fields.
+
+    `remote` (the same on every rank): also upload it to the checkpoint URI, in the background, through
+    `uploader` (each node's local rank 0 has one)."""
     catalogue = CheckpointCatalogue.local(root)
     storage = catalogue.storage  # the same storage the catalogue commits through
     tag = tag_for(step)
@@ -79,8 +86,9 @@ def save_checkpoint(
     collectives.barrier()
     # Each node hashes what it holds, so no shared filesystem is assumed; rank 0 merges.
     files = _hash_files(storage, tag) if dist_info.is_node_main else {}
+    by_rank = collectives.gather(files)
     merged: dict[str, FileEntry] = {}
-    for node_files in collectives.gather(files):
+    for node_files in by_rank:
         merged.update(node_files)
     if dist_info.is_node_main:
         manifest = CheckpointManifest(
@@ -94,10 +102,48 @@ def save_checkpoint(
             files=merged,
         )
         catalogue.commit(manifest)
-        if dist_info.is_main:
-            catalogue.apply_retention(keep_last=keep_last)
+    if remote:
+        attempt = collectives.broadcast(new_attempt_id())
+        _hand_to_uploader(uploader, by_rank, folder, step=step, attempt=attempt, dist_info=dist_info)
+    if dist_info.is_node_main:  # every node keeps its own disk in check (no shared filesystem assumed)
+        busy = uploader.busy_tags() if uploader is not None else set()
+        catalogue.apply_retention(keep_last=keep_last, keep=busy)
     collectives.barrier()
     return folder
+
+
+def _hand_to_uploader(
+    uploader: CheckpointUploader | None,
+    by_rank: list[dict[str, FileEntry]],
+    folder: Path,
+    *,
+    step: int,
+    attempt: str,
+    dist_info: DistInfo,
+) -> None:
+    """Each file goes up once, from the first node (in rank order) that holds it."""
+    holders = [rank for rank, node_files in enumerate(by_rank) if node_files]  # the node mains
+    owner: dict[str, int] = {}
+    for node, rank in enumerate(holders):
+        for name in by_rank[rank]:
+            owner.setdefault(name, node)
+    if not dist_info.is_node_main:
+        return
+    if uploader is None:
+        raise RuntimeError("a node's local rank 0 has no checkpoint uploader")
+    node = holders.index(dist_info.rank)
+    uploader.submit(
+        UploadJob(
+            tag=folder.name,
+            step=step,
+            prefix=attempt_prefix(step, attempt),
+            node=node,
+            nodes=len(holders),
+            names=sorted(name for name, n in owner.items() if n == node),
+            folder=folder,
+            commit=dist_info.is_main,
+        )
+    )
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from llm.train.control import ControlChannel, Decision
 from llm.train.engine import DistInfo, device, step_stats
 from llm.train.param_stats import ParamStats
 from llm.train.signals import StopSignal
+from llm.train.uploader import CheckpointUploader
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class LoopContext:
     control: ControlChannel  # the dashboard's commands, on the stop flag's collective
     devices: DeviceSampler  # this rank's device load, gathered when rank 0 asks
     params: ParamStats  # per-layer norms for the dashboard, every `params_every` steps
+    upload: bool = False  # checkpoints also go to the checkpoint URI (every rank knows)
+    uploader: CheckpointUploader | None = None  # each node's local rank 0, when they do
 
 
 def evaluate(ctx: LoopContext, *, num_batches: int) -> tuple[float, float] | None:
@@ -172,6 +175,8 @@ def _save(
         dist_info=ctx.dist_info,
         collectives=ctx.collectives,
         keep_last=ckpt.keep_last,
+        remote=ctx.upload,
+        uploader=ctx.uploader,
     )
     if ctx.events is not None:
         ctx.events.emit(RunStateEvent, state="checkpoint_saved", step=step, detail=str(folder))

@@ -2,8 +2,8 @@
 
 `Plan.from_argv` turns the command line into a checked plan or one UsageError (exit 2): settings,
 the DeepSpeed JSON and its batch arithmetic, the model shape and whether one micro-batch of it fits
-in memory, the data path, the run directory (a reused one needs --resume), and the checkpoint to
-resume from (complete, the same model, steps left to train).
+in memory, the data path (of an s3:// dataset, its form), the run directory (a reused one needs
+--resume), and the checkpoint to resume from (complete, the same model, steps left to train).
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from llm.checkpoints import catalogue
 from llm.checkpoints.manifest import CheckpointManifest
 from llm.config import RunConfig, load_run_config
 from llm.data.corpus import open_source
+from llm.data.remote import parse_dataset_uri
 from llm.ds_config import DeepSpeedSettings, load_ds_config
 from llm.errors import UsageError
 from llm.model.config import PREDATING_DEFAULTS, GPTConfig
+from llm.storage.uri import S3Uri, is_s3_uri, parse_s3_uri
 from llm.telemetry.dashboard_link import check_dashboard_setting
 
 RUNS_ROOT = Path("runs")
@@ -40,6 +42,8 @@ class Plan:
     run_dir: Path | None  # None: a new run whose id rank 0 picks
     resume_from: Path | None
     resume_manifest: CheckpointManifest | None
+    resume_uri: S3Uri | None = None  # --resume s3://... or --resume auto with --checkpoint-uri
+    checkpoint_uri: S3Uri | None = None
 
     @staticmethod
     def from_argv(argv: list[str]) -> Plan:
@@ -54,14 +58,28 @@ class Plan:
         )
         model = cfg.model_section(cuda_available=cuda)
         check_fits_in_memory(model, settings, cuda=cuda)
-        open_source(cfg.data)  # a data path that does not exist fails here
+        if cfg.data is not None and is_s3_uri(cfg.data):  # its form; the version is found at run time
+            parse_dataset_uri(cfg.data, what="--data")
+        else:
+            open_source(cfg.data)  # a data path that does not exist fails here
         check_dashboard_setting(cfg.dashboard)
         run_dir = cfg.run_dir
         if run_dir is None and cfg.resume == "auto":
             run_dir = catalogue.find_run_dir_to_resume(RUNS_ROOT)  # the newest run with a checkpoint
         if cfg.resume is None and run_dir is not None:
             check_run_dir_is_new(run_dir)
-        resume_from = catalogue.resolve_resume(cfg.resume, run_dir)
+        checkpoint_uri = resume_uri = None
+        if cfg.checkpoint_uri is not None:
+            checkpoint_uri = parse_s3_uri(cfg.checkpoint_uri, what="--checkpoint-uri")
+        if is_s3_uri(cfg.resume):
+            assert cfg.resume is not None
+            resume_uri = parse_s3_uri(cfg.resume, what="--resume", allow_version=True)
+            if resume_uri.version is not None and not resume_uri.version.isdigit():
+                raise UsageError(f"--resume {cfg.resume}: after '@' give a step number")
+        elif cfg.resume == "auto" and checkpoint_uri is not None:
+            resume_uri = checkpoint_uri  # the newer of the local and the remote checkpoint (on rank 0)
+        local_resume = None if resume_uri is not None and cfg.resume != "auto" else cfg.resume
+        resume_from = catalogue.resolve_resume(local_resume, run_dir)
         manifest = None
         if resume_from is not None:
             manifest = catalogue.read_manifest(resume_from)
@@ -76,6 +94,8 @@ class Plan:
             run_dir=run_dir.absolute() if run_dir is not None else None,
             resume_from=resume_from,
             resume_manifest=manifest,
+            resume_uri=resume_uri,
+            checkpoint_uri=checkpoint_uri,
         )
 
 

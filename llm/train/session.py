@@ -28,7 +28,7 @@ from llm.telemetry.reporter import ReporterSink
 from llm.telemetry.schema import RunStateEvent
 from llm.telemetry.sinks import EventLog, JsonlSink, MonitorSink, ProgressBar, Sink, last_seq
 from llm.telemetry.system import DeviceSampler
-from llm.train import checkpoint
+from llm.train import checkpoint, remote_sync
 from llm.train.collectives import Collectives
 from llm.train.control import ControlChannel
 from llm.train.engine import (
@@ -41,9 +41,10 @@ from llm.train.engine import (
 )
 from llm.train.loop import LoopContext, train
 from llm.train.param_stats import ParamStats
-from llm.train.plan import RUNS_ROOT, Plan
+from llm.train.plan import RUNS_ROOT, Plan, check_same_model
 from llm.train.rundir import code_version, config_hash, hardware, new_run_id, write_run_files
 from llm.train.signals import Interrupted, StopSignal
+from llm.train.uploader import CheckpointUploader
 
 TOKENIZER_COPY = "tokenizer.json"  # the run's own copy, so the run directory is self-contained
 
@@ -112,9 +113,26 @@ def run(plan: Plan) -> int:
         "precision": plan.settings.precision,
         "code": code_version(),
     }
-    if plan.resume_from is not None:  # before the engine is built: a bad checkpoint costs seconds
-        problem = _resume_problem(plan.resume_from, manifest_fields, verify=info.is_node_main)
+    resume_from = plan.resume_from
+    if plan.resume_uri is not None:  # each node pulls the checkpoint rank 0 chose (no shared filesystem)
+        resume_from, problem = remote_sync.resume_from_remote(
+            plan.resume_uri,
+            run_dir / "checkpoints",
+            plan.resume_from,
+            auto=plan.cfg.resume == "auto",
+            dist_info=info,
+            collectives=spare,
+        )
+        _agree_or_exit(spare, problem, is_main=info.is_main)
+    if resume_from is not None:  # before the engine is built: a bad checkpoint costs seconds
+        problem = _resume_problem(resume_from, manifest_fields, verify=info.is_node_main, plan=plan)
         _agree_or_exit(spare, problem, is_main=info.is_main)  # hashing may outlast --dist-timeout
+    uploader = None
+    if plan.checkpoint_uri is not None:
+        uploader, problem = remote_sync.start_uploader(
+            plan.checkpoint_uri, keep_last=cfg.keep_last, dist_info=info
+        )
+        _agree_or_exit(collectives, problem, is_main=info.is_main)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_cfg)
@@ -127,8 +145,8 @@ def run(plan: Plan) -> int:
     peak = collectives.mean(peak) * info.world_size  # the job's peak: every rank's device
     engine = build_engine(model, plan.settings)
     start = None
-    if plan.resume_from is not None:
-        start = checkpoint.load_checkpoint(engine, plan.resume_from, dist_info=info)
+    if resume_from is not None:
+        start = checkpoint.load_checkpoint(engine, resume_from, dist_info=info)
 
     events, reporter = None, None
     if info.is_main:
@@ -142,7 +160,10 @@ def run(plan: Plan) -> int:
             peak=peak,
             hashes=manifest_fields,
             peak_how=peak_how,
+            resumed_from=resume_from,
         )
+        if uploader is not None:
+            remote_sync.upload_run_files(uploader, run_dir, ["run.json", TOKENIZER_COPY])
 
     ctx = LoopContext(
         engine=engine,
@@ -164,6 +185,8 @@ def run(plan: Plan) -> int:
             gpu_index=torch.cuda.current_device() if torch.cuda.is_available() else None,
         ),
         params=ParamStats(engine, collectives, every=cfg.loop_section().params_every, rank=info.rank),
+        upload=plan.checkpoint_uri is not None,
+        uploader=uploader,
     )
     if start is not None and start.manifest.lr_scale != 1.0:
         ctx.control.lr.set(start.manifest.lr_scale)  # the dashboard's change survives the resume
@@ -174,13 +197,31 @@ def run(plan: Plan) -> int:
             raise
         _report_lost_ranks(spare, err, timeout_s=cfg.dist_timeout, is_main=info.is_main)
         return 1
+    upload_failed = _finish_uploads(uploader, is_main=info.is_main)
     if events is not None:
         state = "stopped" if result.stopped_by_signal else "finished"
         events.emit(RunStateEvent, state=state, step=result.step, detail=str(run_dir))
         events.close()
     if not result.stopped_by_signal and cfg.sample_tokens:
         _print_sample(engine, dataset, cfg.sample_tokens, seed=cfg.seed, is_main=info.is_main)
-    return 0
+    return 1 if upload_failed else 0
+
+
+def _finish_uploads(uploader: CheckpointUploader | None, *, is_main: bool) -> bool:
+    """Wait for this node's uploads; True when the last checkpoint did not reach the checkpoint URI."""
+    if uploader is None:
+        return False
+    outcomes = uploader.drain()
+    if outcomes and not outcomes[-1].ok:
+        print(
+            f"error: the last checkpoint ({outcomes[-1].tag}) is saved locally but not at "
+            f"{uploader.remote.describe()}: {outcomes[-1].detail}. Upload it with python -m llm.checkpoints "
+            "push, or resume here with --resume auto",
+            file=sys.stderr,
+            flush=True,
+        )
+        return True
+    return False
 
 
 def _data_problem(model_cfg: GPTConfig, dataset: PreparedDataset) -> str | None:
@@ -204,6 +245,7 @@ def _start_events(
     dataset: PreparedDataset,
     *,
     start: checkpoint.Restored | None,
+    resumed_from: Path | None,
     peak: float,
     peak_how: dict[str, object],
     hashes: dict[str, object],
@@ -221,7 +263,7 @@ def _start_events(
         "deepspeed_config_path": str(ds.path),
         "dataset": {"path": str(dataset.path.resolve()), "meta": _meta_summary(dataset.meta)},
         "tokenizer": TOKENIZER_COPY,
-        "resumed_from": str(plan.resume_from) if plan.resume_from else None,
+        "resumed_from": str(resumed_from) if resumed_from else None,
         "hardware": hardware(world_size),
         "peak_flops": peak,
         "peak_flops_how": peak_how,  # rank 0's measurement or data-sheet figure, per device
@@ -257,7 +299,7 @@ def _report_lost_ranks(spare: Collectives, err: RuntimeError, *, timeout_s: floa
     )
 
 
-def _resume_problem(folder: Path, hashes: dict[str, object], *, verify: bool) -> str | None:
+def _resume_problem(folder: Path, hashes: dict[str, object], *, verify: bool, plan: Plan) -> str | None:
     try:
         if verify:
             catalogue.verify_or_fail(folder)
@@ -266,6 +308,16 @@ def _resume_problem(folder: Path, hashes: dict[str, object], *, verify: bool) ->
     manifest = catalogue.read_manifest(folder)
     if manifest is None:  # checked by the plan; gone since
         return f"--resume {folder}: {catalogue.checkpoint_problem(folder)}"
+    if folder != plan.resume_from:  # pulled from the checkpoint URI: the plan's checks, now
+        try:
+            check_same_model(folder, manifest, plan.model)
+        except UsageError as err:
+            return str(err)
+        if manifest.step >= plan.cfg.max_steps:
+            return (
+                f"--resume {folder}: the checkpoint is at step {manifest.step}, --max-steps is "
+                f"{plan.cfg.max_steps}: nothing to train; raise --max-steps to continue the run"
+            )
     same = {"tokenizer_hash": manifest.tokenizer_hash == hashes["tokenizer_hash"]}
     if manifest.model is not None:  # the shape itself, read as the code that wrote it meant it
         same["config_hash"] = stored_model(manifest.model) == hashes["model"]

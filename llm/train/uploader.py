@@ -1,0 +1,146 @@
+"""Background upload of each checkpoint to S3 while training goes on (one thread per node).
+
+The loop saves locally as before; each node's local rank 0 then hands the files its node owns to this
+thread, which uploads them under the save attempt's own prefix and writes the node's part manifest.
+On rank 0 the thread then commits: waits for every node's part, checks it, writes the manifest and
+moves LATEST (llm/checkpoints/remote.py has the protocol), then prunes. A failed upload is tried
+again, then reported; training never waits for it, and LATEST keeps naming the last complete one.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm.checkpoints.catalogue import CheckpointCatalogue
+from llm.checkpoints.remote import RemoteCheckpoints
+from llm.storage.s3 import S3Error
+
+
+@dataclass(frozen=True)
+class UploadJob:
+    tag: str  # the local checkpoint folder's name
+    step: int
+    prefix: str  # the attempt's prefix, ckpt/<step>-<attempt>
+    node: int
+    nodes: int
+    names: list[str]  # the files this node uploads
+    folder: Path
+    commit: bool  # rank 0: commit once every node's part is there
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    tag: str
+    ok: bool
+    detail: str
+    seconds: float
+    bytes: int
+
+
+class CheckpointUploader:
+    """A queue of checkpoint uploads worked through in order by one thread."""
+
+    def __init__(
+        self,
+        remote: RemoteCheckpoints,
+        *,
+        keep_last: int,
+        tries: int = 3,
+        retry_wait_s: float = 5.0,
+        commit_timeout_s: float = 600.0,
+    ) -> None:
+        self.remote = remote
+        self.keep_last = keep_last
+        self.tries = tries
+        self.retry_wait_s = retry_wait_s
+        self.commit_timeout_s = commit_timeout_s
+        self.outcomes: list[UploadOutcome] = []
+        self._queue: queue.Queue[UploadJob] = queue.Queue()
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._work, name="checkpoint-upload", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: UploadJob) -> None:
+        with self._lock:
+            self._busy.add(job.tag)
+        self._queue.put(job)
+
+    def busy_tags(self) -> set[str]:
+        """Local checkpoints still being uploaded: local retention must keep them."""
+        with self._lock:
+            return set(self._busy)
+
+    def drain(self) -> list[UploadOutcome]:
+        """Wait for every submitted upload to end (uploaded or given up); their outcomes."""
+        if self.busy_tags():
+            print(f"waiting for checkpoint uploads to {self.remote.describe()} to finish", flush=True)
+        self._queue.join()
+        return self.outcomes
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                self.outcomes.append(self._upload(job))
+            finally:
+                with self._lock:
+                    self._busy.discard(job.tag)
+                self._queue.task_done()
+
+    def _upload(self, job: UploadJob) -> UploadOutcome:
+        started = time.monotonic()
+        manifest = CheckpointCatalogue.local(job.folder.parent).manifest(job.tag)
+        hashes = {name: manifest.files[name].sha256 for name in job.names}
+        size = sum(manifest.files[name].bytes for name in job.names)
+        error: Exception | None = None
+        for attempt in range(1, self.tries + 1):
+            try:
+                self.remote.upload_part(
+                    job.prefix, node=job.node, folder=job.folder, names=job.names, hashes=hashes
+                )
+                if job.commit:
+                    self.remote.commit(job.prefix, manifest, nodes=job.nodes, timeout_s=self.commit_timeout_s)
+                    moved = self.remote.move_latest(job.step, job.prefix)
+                    self.remote.prune(keep_last=self.keep_last)
+                    seconds = time.monotonic() - started
+                    where = self.remote.describe(job.prefix)
+                    note = "" if moved else " (LATEST already names a later step: left as it is)"
+                    print(
+                        f"checkpoint {job.tag} uploaded to {where} ({len(manifest.files)} files, "
+                        f"{manifest_bytes(manifest) / 1e6:.1f} MB, {seconds:.1f} s){note}",
+                        flush=True,
+                    )
+                return UploadOutcome(job.tag, True, "uploaded", time.monotonic() - started, size)
+            except (S3Error, OSError) as err:
+                error = err
+                if attempt < self.tries:
+                    time.sleep(self.retry_wait_s * attempt)
+        detail = str(error).splitlines()[0] if error else "unknown error"
+        print(
+            f"warning: checkpoint {job.tag}: upload to {self.remote.describe(job.prefix)} failed after "
+            f"{self.tries} tries ({detail}); {self._latest_words()}. Training goes on; the checkpoint is "
+            f"kept locally in {job.folder} and the next one is uploaded afresh",
+            file=sys.stderr,
+            flush=True,
+        )
+        return UploadOutcome(job.tag, False, detail, time.monotonic() - started, size)
+
+    def _latest_words(self) -> str:
+        try:
+            pointer, _ = self.remote.latest()
+        except S3Error:
+            return "LATEST is unchanged"
+        if pointer is None:
+            return "no checkpoint has been committed there yet"
+        return f"LATEST still names step {pointer.step} ({self.remote.describe(pointer.prefix)})"
+
+
+def manifest_bytes(manifest: object) -> int:
+    files = getattr(manifest, "files", {})
+    return sum(entry.bytes for entry in files.values())
