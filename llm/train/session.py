@@ -299,7 +299,9 @@ def _report_lost_ranks(spare: Collectives, err: RuntimeError, *, timeout_s: floa
     )
 
 
-def _resume_problem(folder: Path, hashes: dict[str, object], *, verify: bool, plan: Plan) -> str | None:
+def _resume_problem(
+    folder: Path, hashes: dict[str, object], *, verify: bool, plan: Plan | None = None
+) -> str | None:
     try:
         if verify:
             catalogue.verify_or_fail(folder)
@@ -308,7 +310,7 @@ def _resume_problem(folder: Path, hashes: dict[str, object], *, verify: bool, pl
     manifest = catalogue.read_manifest(folder)
     if manifest is None:  # checked by the plan; gone since
         return f"--resume {folder}: {catalogue.checkpoint_problem(folder)}"
-    if folder != plan.resume_from:  # pulled from the checkpoint URI: the plan's checks, now
+    if plan is not None and folder != plan.resume_from:  # pulled from the checkpoint URI: the plan's checks
         try:
             check_same_model(folder, manifest, plan.model)
         except UsageError as err:
