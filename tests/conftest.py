@@ -51,4 +51,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # the S3 server fixtures (moto on loopback) for every test that asks for them
+from tests.radosgw_server import radosgw, rgw  # noqa: E402, F401
 from tests.s3_server import moto_server, s3  # noqa: E402, F401
