@@ -71,12 +71,36 @@ def _agree_or_exit(
 def _prepare_data(plan: Plan, collectives: Collectives, stop: StopSignal, *, is_main: bool) -> Path:
     """Rank 0 prepares missing data once; the others wait (however long tokenising takes).
 
-    A stop signal to rank 0 ends preparation at once (nothing to save yet) and then the job."""
+    An s3:// dataset: rank 0 picks the version (@VERSION or the newest) for the whole job, then the
+    first rank of every node downloads it into the data cache (verifying every sha256; a verified
+    copy there is reused) and, for raw text, prepares it; the node's other ranks use that copy.
+    A stop signal ends preparation at once (nothing to save yet) and then the job."""
+    from llm.data import remote
+    from llm.storage.uri import is_s3_uri
+
+    data, node = plan.cfg.data_section(), dist_env()
     problem, path, interrupted = None, None, None
-    if is_main:
+    s3 = is_s3_uri(data.data)
+    if s3:  # one version for every node, even if another is pushed while the job starts
+        version = None
+        if is_main:
+            try:
+                version = remote.find_version(str(data.data), what="--data")[2].version
+            except UsageError as err:
+                problem = str(err)
+        _agree_or_exit(collectives, problem, is_main=is_main)
+        exact = remote.parse_dataset_uri(str(data.data), what="--data").unversioned()
+        data = data.model_copy(update={"data": f"{exact}@{collectives.broadcast(version)}"})
+    if node.is_node_main if s3 else is_main:
         try:
             with stop.interruptible():
-                path = prepare_dataset(plan.cfg.data_section(), progress=plan.cfg.progress)
+                if s3:
+                    pulled = remote.pull(str(data.data), data=data, progress=plan.cfg.progress, what="--data")
+                    how = "downloaded and verified into" if pulled.downloaded else "verified copy in"
+                    print(f"data: {pulled.uri}: {how} {pulled.folder}", flush=True)
+                    path = pulled.path
+                else:
+                    path = prepare_dataset(data, progress=plan.cfg.progress)
         except UsageError as err:
             problem = str(err)
         except Interrupted as err:
@@ -84,6 +108,8 @@ def _prepare_data(plan: Plan, collectives: Collectives, stop: StopSignal, *, is_
     _agree_or_exit(
         collectives, problem, is_main=is_main, exit_code=128 + interrupted if interrupted else None
     )
+    if s3:  # each node's own copy: the path its first rank found (ranks are numbered node by node)
+        return Path(collectives.gather(str(path))[node.rank - node.local_rank])
     return Path(collectives.broadcast(str(path)))
 
 
