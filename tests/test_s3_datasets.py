@@ -97,6 +97,18 @@ def test_second_push_is_a_child_and_at_version_pulls_the_older(
     assert not (tmp_path / "none").exists()
 
 
+def test_a_second_push_under_the_same_version_id_is_refused(
+    s3: Bucket, prepared: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = s3.uri("datasets/code")
+    monkeypatch.setattr(remote, "_new_version_id", lambda after: "20261201T195500Z-abcdef")
+    assert remote.push(prepared[0], uri) == "20261201T195500Z-abcdef"
+    with pytest.raises(UsageError, match=r"20261201T195500Z-abcdef: another push took this version id"):
+        remote.push(prepared[0], uri)  # its manifest is create-only: the first one stands
+    [listed] = remote.versions(uri)
+    assert listed.parent is None
+
+
 def test_manifest_of_another_format_is_refused(s3: Bucket, prepared: tuple[Path, Path]) -> None:
     uri = s3.uri("datasets/code")
     version = remote.push(prepared[0], uri)
