@@ -8,8 +8,8 @@ interleave the tools (ours, aws, ours, aws, ...) so that a noisy machine slows b
 
 - ours, upload: `S3Storage.upload_file` (boto3's transfer manager: parts of `multipart_mb` MiB,
   `concurrency` at once; then the HEAD that checks the object landed whole);
-- aws, upload: `aws s3 cp FILE s3://...` (its own defaults: 8 MiB parts, 10 at once), given `--sse` when
-  ours wrote the object encrypted, so that both make the same request;
+- aws, upload: `aws s3 cp FILE s3://...` (its own defaults: 8 MiB parts, 10 at once), given `--sse X`
+  where the server reports our upload encrypted with X, so that both ask for the same;
 - ours, download: `S3Storage.download_file`; aws, download: `aws s3 cp s3://... FILE`; both fetch the
   same object, uploaded once before the rounds;
 - ours, download + verification: `llm.storage.transfer.download_files`, as the trainer pulls a dataset or
@@ -406,6 +406,15 @@ def markdown(r: dict[str, Any]) -> str:
         )
     else:
         verdict = "**aws-cli is not on PATH: its legs were skipped, so there are no ratios.**"
+    server_note = ""
+    if s["server"].startswith("moto_server"):
+        server_note = (
+            "\nOn moto, downloads reward large parts: moto reads the whole object for every ranged GET (in\n"
+            "moto/s3/responses.py the range is cut from `key.value`), so a download costs about parts × the\n"
+            "object's size on the server. The download rates (and ratios) here are therefore no guide to S3\n"
+            "or radosgw, where a range costs only its own bytes; `--aws-also MBxN` measures aws-cli with\n"
+            "our part size, and `--endpoint` another server.\n"
+        )
     per_round = [
         f"| {tools[n]['label']} | "
         + " | ".join(
@@ -420,14 +429,15 @@ def markdown(r: dict[str, Any]) -> str:
 Measured {r["date"]} by `{r["command"]}`.
 
 - machine: {m["platform"]}, {m["cpus"]} CPUs, Python {m["python"]}, boto3 {m["boto3"]}, {aws_cli}
-- server: {s["server"]}; server-side encryption asked of both tools: {r["sse"] or "none"}
+- server: {s["server"]}; server-side encryption of our upload as the server reports it (aws s3 cp is
+  given the same): {r["sse"] or "none"}
 - one file of {s["size_mb"]:,} MiB of random bytes, {s["rounds"]} interleaved round(s)
 - load average (1 min): {r["load_before"][0]} before, {r["load_after"][0]} after
 
 {chr(10).join(table(r))}
 
 {verdict}
-
+{server_note}
 The download + sha256 column is `download_files` as the trainer pulls (download, then size and sha256
 checked against the record); its ratio is set against aws's plain download, which checks nothing.
 Each leg is wall clock from its start to the file being whole, the client included (ours builds its
