@@ -81,7 +81,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     folder = resolve_checkpoint(args.checkpoint)
     remote, _ = _remote(args.uri)
     manifest = CheckpointCatalogue.local(folder.parent).manifest(folder.name)
-    uploader = CheckpointUploader(remote, keep_last=args.keep_last, tries=args.tries, retry_wait_s=2.0)
+    uploader = CheckpointUploader(remote, keep_last=args.keep_last, tries=args.tries)
     uploader.submit(
         UploadJob(
             tag=folder.name,
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, metavar="RUN_DIR", help="a run directory or a checkpoint folder")
     p.add_argument("uri", help="s3://bucket/runs/RUN")
     p.add_argument("--keep-last", type=int, default=3, help="committed checkpoints kept there (default 3)")
-    p.add_argument("--tries", type=int, default=3, help="upload attempts before giving up (default 3)")
+    p.add_argument("--tries", type=int, default=None, help="upload attempts before giving up (default 3)")
     p.set_defaults(fn=cmd_push)
     p = sub.add_parser("prune", help="delete all but the newest N committed checkpoints and dead attempts")
     p.add_argument("uri", help="s3://bucket/runs/RUN")

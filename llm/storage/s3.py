@@ -52,6 +52,12 @@ class S3Settings(BaseSettings):
     read_timeout: float = Field(60.0, gt=0, description="seconds to wait for a response")
     multipart_mb: int = Field(64, ge=5, description="files larger than this go up in parts of this size")
     concurrency: int = Field(8, ge=1, description="parts (and files) transferred at once")
+    upload_tries: int = Field(
+        3, ge=1, description="tries of a checkpoint's upload before it is reported failed"
+    )
+    upload_retry_wait: float = Field(
+        5.0, ge=0, description="seconds before the n-th retry of an upload, times n"
+    )
 
 
 @dataclass(frozen=True)

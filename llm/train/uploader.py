@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llm.checkpoints.catalogue import CheckpointCatalogue
+from llm.checkpoints.manifest import CheckpointManifest
 from llm.checkpoints.remote import RemoteCheckpoints
 from llm.storage.s3 import S3Error
 
@@ -50,14 +51,15 @@ class CheckpointUploader:
         remote: RemoteCheckpoints,
         *,
         keep_last: int,
-        tries: int = 3,
-        retry_wait_s: float = 5.0,
+        tries: int | None = None,
+        retry_wait_s: float | None = None,
         commit_timeout_s: float = 600.0,
     ) -> None:
         self.remote = remote
         self.keep_last = keep_last
-        self.tries = tries
-        self.retry_wait_s = retry_wait_s
+        settings = remote.storage.settings  # LLM_S3_UPLOAD_TRIES, LLM_S3_UPLOAD_RETRY_WAIT
+        self.tries = tries or settings.upload_tries
+        self.retry_wait_s = settings.upload_retry_wait if retry_wait_s is None else retry_wait_s
         self.commit_timeout_s = commit_timeout_s
         self.outcomes: list[UploadOutcome] = []
         self._queue: queue.Queue[UploadJob] = queue.Queue()
@@ -107,7 +109,6 @@ class CheckpointUploader:
                 if job.commit:
                     self.remote.commit(job.prefix, manifest, nodes=job.nodes, timeout_s=self.commit_timeout_s)
                     moved = self.remote.move_latest(job.step, job.prefix)
-                    self.remote.prune(keep_last=self.keep_last)
                     seconds = time.monotonic() - started
                     where = self.remote.describe(job.prefix)
                     note = "" if moved else " (LATEST already names a later step: left as it is)"
@@ -116,6 +117,7 @@ class CheckpointUploader:
                         f"{manifest_bytes(manifest) / 1e6:.1f} MB, {seconds:.1f} s){note}",
                         flush=True,
                     )
+                    self._prune()
                 return UploadOutcome(job.tag, True, "uploaded", time.monotonic() - started, size)
             except (S3Error, OSError) as err:
                 error = err
@@ -131,6 +133,14 @@ class CheckpointUploader:
         )
         return UploadOutcome(job.tag, False, detail, time.monotonic() - started, size)
 
+    def _prune(self) -> None:
+        """Retention after a commit; a failure leaves extra checkpoints, removed after the next save."""
+        try:
+            self.remote.prune(keep_last=self.keep_last)
+        except (S3Error, OSError) as err:
+            detail = str(err).splitlines()[0]
+            print(f"warning: old checkpoints at {self.remote.describe()} not pruned ({detail})", flush=True)
+
     def _latest_words(self) -> str:
         try:
             pointer, _ = self.remote.latest()
@@ -141,6 +151,5 @@ class CheckpointUploader:
         return f"LATEST still names step {pointer.step} ({self.remote.describe(pointer.prefix)})"
 
 
-def manifest_bytes(manifest: object) -> int:
-    files = getattr(manifest, "files", {})
-    return sum(entry.bytes for entry in files.values())
+def manifest_bytes(manifest: CheckpointManifest) -> int:
+    return sum(entry.bytes for entry in manifest.files.values())
