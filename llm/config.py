@@ -40,7 +40,9 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     data: str | None = Field(
-        None, description="a text file, a folder or a glob of text files (default: the built-in corpus)"
+        None,
+        description="a text file, a folder or a glob of text files, or a dataset version "
+        "s3://BUCKET/PREFIX[@VERSION] (default: the built-in corpus)",
     )
     data_cache: Path = Field(Path("data/cache"), description="where prepared token files are kept")
     vocab_size: int = Field(8192, ge=256, le=65535, description="BPE vocabulary size of the tokenizer")

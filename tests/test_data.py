@@ -116,8 +116,8 @@ def test_missing_path_is_a_usage_error(tmp_path: Path, suffix: str) -> None:
     assert spec in str(err.value) and "\n" not in str(err.value)
 
 
-def test_s3_is_not_supported_yet() -> None:
-    with pytest.raises(UsageError, match="not supported yet"):
+def test_an_s3_uri_is_not_a_text_source() -> None:
+    with pytest.raises(UsageError, match=r"python -m llm\.data pull"):
         open_source("s3://bucket/corpus")
 
 

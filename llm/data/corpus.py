@@ -4,8 +4,8 @@ A source lists its documents in a stable, sorted order and reads each one. A doc
 file, or a chunk of a large one: a file above `CHUNK_BYTES` is cut at line boundaries into chunks
 named `file.txt#000012`, and a lone file (`--data file.txt`, or a folder or glob holding one file)
 into about `SINGLE_FILE_CHUNKS` chunks, so the train/val split (by document) has something to split
-and memory stays bounded however large a file is. Remote sources (`s3://`) plug in later by
-implementing the same `TextSource` protocol.
+and memory stays bounded however large a file is. An `s3://` dataset is not a text source: it is a
+version pulled into the data cache (llm/data/remote.py) and then read as a local folder.
 """
 
 from __future__ import annotations
@@ -224,6 +224,7 @@ def open_source(spec: str | None) -> TextSource:
         return BuiltinCorpus()
     if spec.startswith("s3://"):
         raise UsageError(
-            f"--data {spec}: S3 sources are not supported yet; copy the files locally and give the folder"
+            f"{spec}: an S3 dataset is pulled as a version, not read as text here; give it to the trainer "
+            "as --data, or run python -m llm.data pull URI DIR and give the folder"
         )
     return LocalFiles(spec)

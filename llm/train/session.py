@@ -287,7 +287,7 @@ def _start_events(
         "model": model_cfg.model_dump(),
         "parameters": GPT.parameter_count(model_cfg),
         "deepspeed_config_path": str(ds.path),
-        "dataset": {"path": str(dataset.path.resolve()), "meta": _meta_summary(dataset.meta)},
+        "dataset": _dataset_record(dataset),
         "tokenizer": TOKENIZER_COPY,
         "resumed_from": str(resumed_from) if resumed_from else None,
         "hardware": hardware(world_size),
@@ -380,6 +380,17 @@ def _event_log(
         sinks.append(MonitorSink(writer))
     sinks.append(ProgressBar(start_step=start_step, max_steps=cfg.max_steps, enabled=cfg.progress))
     return EventLog(run_dir.name, sinks, first_seq=first_seq), reporter
+
+
+def _dataset_record(dataset: PreparedDataset) -> dict[str, object]:
+    """Where the data came from: its folder, and the S3 version it was pulled from, if any."""
+    from llm.data import remote
+
+    record: dict[str, object] = {"path": str(dataset.path.resolve()), "meta": _meta_summary(dataset.meta)}
+    origin = remote.provenance(dataset.path)
+    if origin is not None:
+        record["s3"] = origin  # {"uri", "version"}
+    return record
 
 
 def _meta_summary(meta: dict[str, object]) -> dict[str, object]:

@@ -50,6 +50,7 @@ def test_two_ranks_train_from_an_s3_version_downloaded_once_then_cached(
     assert f"data: {uri}@{version}: {DOWNLOADED} {folder}" in log
     record = json.loads((tmp_path / "run1" / "run.json").read_text())
     assert record["dataset"]["path"] == str(folder.resolve())
+    assert record["dataset"]["s3"] == {"uri": uri, "version": version}
     evals = metrics(tmp_path / "run1", "eval")
     assert [r["step"] for r in evals] == [0, 2, 4] and all(r["val_loss"] > 0 for r in evals)
     before = (
