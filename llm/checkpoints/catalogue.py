@@ -39,6 +39,10 @@ class CheckpointCatalogue:
         return self.storage.describe(tag)
 
     def folder(self, tag: str) -> Path:
+        """The local folder of `tag` (DeepSpeed and torch.load read files; S3 checkpoints are pulled
+        first: llm/checkpoints/remote.py)."""
+        if not isinstance(self.storage, LocalStorage):
+            raise TypeError(f"{self.storage.describe()}: not a local folder; pull the checkpoint first")
         return self.storage.local_path(tag)
 
     def tags(self) -> list[str]:

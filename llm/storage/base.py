@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 
@@ -23,7 +22,7 @@ class Storage(Protocol):
         """The object's bytes; FileNotFoundError when there is none."""
         ...
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes) -> object:
         """Create or replace the object at `key` atomically (and durably, where the backend can)."""
         ...
 
@@ -41,8 +40,4 @@ class Storage(Protocol):
 
     def delete(self, prefix: str) -> None:
         """Remove the object or every object under `prefix`; nothing there is not an error."""
-        ...
-
-    def local_path(self, key: str = "") -> Path:
-        """A local path holding `key`, for readers that need a file (torch.load, DeepSpeed)."""
         ...

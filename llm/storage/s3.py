@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llm.errors import UsageError
 from llm.failpoints import armed, failpoint
+from llm.storage.base import Storage
 from llm.storage.uri import S3Uri
 
 MiB = 1 << 20
@@ -427,3 +428,8 @@ class S3Storage:
     def bucket_versioning(self) -> bool:
         r = self._call("read versioning of", "", self.client.get_bucket_versioning, Bucket=self.uri.bucket)
         return r.get("Status") == "Enabled"
+
+
+def as_storage(storage: S3Storage) -> Storage:
+    """S3Storage is a Storage (mypy checks this function against the protocol)."""
+    return storage
