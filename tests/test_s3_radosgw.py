@@ -23,7 +23,7 @@ from llm.checkpoints.catalogue import tag_for
 from llm.storage.s3 import PreconditionFailed, S3Error, S3Settings, S3Storage
 from llm.storage.transfer import download_files, upload_files
 from llm.storage.uri import parse_s3_uri
-from tests.helpers import REPO, child_env
+from tests.helpers import REPO, child_env, write_code_corpus
 from tests.radosgw_server import KMS_KEY_ID, USERS, WRONG_SECRET_PROFILE, RgwBucket
 from tests.test_s3_checkpoints import SHARDS, _fake_checkpoint
 
@@ -41,12 +41,16 @@ def write_tree(root: Path) -> list[str]:
     return ["sub/meta.json", "tokens.bin"]
 
 
-def checkpoints_cli(rgw: RgwBucket, profile: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real `python -m llm.checkpoints ...`, reaching radosgw as `profile` through boto3's chain."""
+def cli(rgw: RgwBucket, profile: str, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `python -m MODULE ...`, reaching radosgw as `profile` through boto3's chain."""
     return subprocess.run(
-        [sys.executable, "-m", "llm.checkpoints", *args], cwd=REPO, env=child_env(**rgw.server.env(profile)),
+        [sys.executable, "-m", module, *args], cwd=REPO, env=child_env(**rgw.server.env(profile)),
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+
+
+def checkpoints_cli(rgw: RgwBucket, profile: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli(rgw, profile, "llm.checkpoints", *args)
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -102,6 +106,8 @@ def test_a_wrong_secret_is_refused_with_a_clear_error_naming_the_endpoint(rgw: R
 
     listed = checkpoints_cli(rgw, WRONG_SECRET_PROFILE, "list", rgw.uri("runs/r1"))
     assert_one_error_line(listed, rgw.server.url, "the secret key does not match the access key")
+    versions = cli(rgw, WRONG_SECRET_PROFILE, "llm.data", "versions", rgw.uri("datasets/code"))
+    assert_one_error_line(versions, rgw.server.url, "the secret key does not match the access key")
 
 
 def test_a_read_only_credential_pulls_but_cannot_push(rgw: RgwBucket, tmp_path: Path) -> None:
@@ -131,6 +137,32 @@ def test_a_read_only_credential_pulls_but_cannot_push(rgw: RgwBucket, tmp_path: 
         assert err.value.code == "AccessDenied", str(err.value)
         assert f"at {rgw.server.url}: access denied: these credentials lack permission" in str(err.value)
     assert trainer.files("") == {f"v1/{name}": records[name].bytes for name in names}  # untouched
+
+
+def test_a_read_only_credential_pulls_a_dataset_but_cannot_push_one(rgw: RgwBucket, tmp_path: Path) -> None:
+    """Through the real `python -m llm.data` CLI."""
+    (tmp_path / "corpus").mkdir()
+    corpus = write_code_corpus(tmp_path / "corpus", seed=7)  # raw text: pushed as is, prepared on pull
+    uri = rgw.uri("datasets/code")
+    pushed = cli(rgw, "trainer", "llm.data", "push", str(corpus), uri, "--no-progress")
+    assert pushed.returncode == 0 and f"pushed {corpus} as {uri}@" in pushed.stdout, (
+        pushed.stdout + pushed.stderr
+    )
+    version = pushed.stdout.split(f"{uri}@", 1)[1].split()[0]
+    before = storage(rgw, "datasets").files()
+    grant_read(rgw)
+
+    listed = cli(rgw, "reader", "llm.data", "versions", uri)
+    assert listed.returncode == 0 and version in listed.stdout, listed.stdout + listed.stderr
+    pull = ("pull", f"{uri}@{version}", str(tmp_path / "copy"), "--no-progress", "--vocab-size", "300")
+    pulled = cli(rgw, "reader", "llm.data", *pull, "--data-cache", str(tmp_path / "cache"))
+    assert pulled.returncode == 0 and "every sha256 verified" in pulled.stdout, pulled.stdout + pulled.stderr
+    for source in sorted(corpus.iterdir()):
+        assert (tmp_path / "copy" / source.name).read_bytes() == source.read_bytes()
+
+    refused = cli(rgw, "reader", "llm.data", "push", str(corpus), uri, "--no-progress")
+    assert_one_error_line(refused, rgw.server.url, "access denied")
+    assert storage(rgw, "datasets").files() == before  # nothing written
 
 
 def test_a_read_only_credential_pulls_checkpoints_but_cannot_push_or_prune(
