@@ -4,7 +4,8 @@
                                            [--also MBxN ...]
 
 One file of `--size-mb` MiB of random bytes goes up to and comes back from an S3 server, in rounds that
-interleave the tools (ours, aws, ours, aws, ...) so that a noisy machine slows both alike:
+interleave the tools so that a noisy machine slows both alike: ours then aws in the first round, aws
+then ours in the second, and so on (A B, B A, A B), so that neither always follows the same leg:
 
 - ours, upload: `S3Storage.upload_file` (boto3's transfer manager: parts of `multipart_mb` MiB,
   `concurrency` at once; then the HEAD that checks the object landed whole);
@@ -276,15 +277,16 @@ class Bench:
 def one_round(
     bench: Bench, admin: S3Storage, tools: list[Tool], seconds: dict[str, dict[str, list[float]]], round_: int
 ) -> None:
-    """Uploads (ours, then aws), downloads (the same order), then ours again with verification."""
-    for tool in tools:
+    """Uploads, downloads, then ours again with verification; ours first in even rounds, aws in odd ones."""
+    order = tools if round_ % 2 == 0 else tools[::-1]  # A B, B A, A B: neither always goes first
+    for tool in order:
         key = f"{bench.prefix}/{tool.name}-{round_}.bin"
         seconds[tool.name]["upload"].append(timed(bench.upload, tool, key))
         bench.clean(admin, key)
-    for tool in tools:
+    for tool in order:
         seconds[tool.name]["download"].append(timed(bench.download, tool))
         bench.clean(admin)
-    for tool in tools:
+    for tool in order:
         if tool.kind == "ours":
             seconds[tool.name]["download_verified"].append(timed(bench.download_verified, tool))
             bench.clean(admin)
@@ -443,7 +445,8 @@ checked against the record); its ratio is set against aws's plain download, whic
 Each leg is wall clock from its start to the file being whole, the client included (ours builds its
 boto3 client inside the span; `aws` starts a process). MB/s = 10^6 bytes a second.
 
-Per round (MB/s, in order):
+Per round (MB/s, rounds in order; the tools went in the table's order in rounds 1, 3, ..., in reverse
+in rounds 2, 4, ...):
 
 | | upload | download | download + sha256 check |
 | --- | ---: | ---: | ---: |
