@@ -294,22 +294,11 @@ def test_the_lifecycle_rule_in_docs_is_accepted_as_written(rgw: RgwBucket) -> No
     assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 7
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="S3Storage.check_bucket lists the bucket's root when HEAD is refused; under docs/aws.md's "
-    "policies (ListBucket only for datasets/* and runs/*) HEAD and that listing are both refused",
-)
 def test_the_bucket_check_passes_under_the_docs_prefix_scoped_policy(rgw: RgwBucket) -> None:
     apply_docs_policy("reader", rgw)
     storage(rgw, "datasets/code", profile="reader").check_bucket()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="radosgw pacific compares PUT's If-Match with the bare ETag: the quoted ETag S3Storage sends "
-    "(as S3 returns it) gets 412 even when it matches, and RemoteCheckpoints.move_latest then re-reads "
-    "and retries forever (a second `llm.checkpoints push` hangs)",
-)
 def test_latest_moves_by_compare_and_swap(rgw: RgwBucket) -> None:
     st = storage(rgw, "runs/r1", max_attempts=1)
     first = st.write_bytes("LATEST", b"5", if_none_match=True)
@@ -366,11 +355,6 @@ def test_sse_kms_objects_round_trip(rgw: RgwBucket, tmp_path: Path, monkeypatch:
     assert (tmp_path / "back.pt").read_bytes() == big.read_bytes()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="radosgw answers an unknown KMS key with InvalidAccessKeyId, which S3Storage.error reads as an "
-    "unknown access key",
-)
 def test_an_unknown_kms_key_is_named(rgw: RgwBucket, monkeypatch: pytest.MonkeyPatch) -> None:
     """radosgw answers an unknown KMS key id with InvalidAccessKeyId ('Failed to retrieve the actual
     key, kms-keyid: ...'): the error must point at LLM_S3_KMS_KEY_ID, not at the credentials."""
@@ -383,12 +367,6 @@ def test_an_unknown_kms_key_is_named(rgw: RgwBucket, monkeypatch: pytest.MonkeyP
     assert "AWS_ACCESS_KEY_ID" not in message, message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="radosgw pacific accepts 'x-amz-server-side-encryption: AES256' with 200 and stores the object "
-    "unencrypted (no ServerSideEncryption in the PUT's answer or the HEAD); S3Storage does not look at "
-    "the answer, so sse=auto prints no notice and sse=AES256 does not fail",
-)
 def test_aes256_where_the_server_ignores_it(rgw: RgwBucket, capfd: pytest.CaptureFixture[str]) -> None:
     import llm.storage.s3 as s3_module
 

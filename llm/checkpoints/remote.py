@@ -36,6 +36,7 @@ POINTER = "LATEST"
 RUN_FILES_PREFIX = "run"  # run.json and tokenizer.json: a pulled checkpoint can be used on its own
 ATTEMPTS = "ckpt"
 PART_FORMAT = 1
+MAX_POINTER_TRIES = 50  # compare-and-swap rounds before LATEST is reported contended
 
 
 class PartManifest(BaseModel):
@@ -186,7 +187,7 @@ class RemoteCheckpoints:
     def move_latest(self, step: int, prefix: str) -> bool:
         """Point LATEST at `prefix` unless it already names a step at least as new; True when moved."""
         body = Pointer(step=step, prefix=prefix).model_dump_json().encode()
-        while True:
+        for _ in range(MAX_POINTER_TRIES):
             current, etag = self.latest()
             if current is not None and current.step >= step:
                 return False  # never backwards: another incarnation got further
@@ -200,6 +201,10 @@ class RemoteCheckpoints:
                 continue  # moved under us: read it again
             except ConflictingWrite:
                 time.sleep(0.2)  # a concurrent conditional write: try again
+        raise S3Error(
+            f"{self.describe(POINTER)}: moved by someone else {MAX_POINTER_TRIES} times in a row while "
+            f"moving it to step {step}; is another run writing to this URI?"
+        )
 
     # -- reading -----------------------------------------------------------------------------------
     def manifest(self, prefix: str) -> CheckpointManifest:

@@ -66,6 +66,7 @@ class ObjectInfo:
     size: int
     etag: str
     version_id: str | None  # set where the bucket has versioning enabled
+    sse: str | None = None  # the encryption the server says it applied (HEAD)
 
 
 class S3Error(UsageError):
@@ -151,9 +152,28 @@ class S3Storage:
         return {"ServerSideEncryption": "AES256"}
 
     def _sse_refused(self, err: BaseException) -> bool:
-        """In sse=auto, a server without AES256 (Ceph pacific) refuses the header: write without it."""
+        """In sse=auto, a server without AES256 refuses the header: write without it."""
         if self.settings.sse != "auto" or not self._sse or _error_code(err) not in _SSE_UNSUPPORTED:
             return False
+        self._drop_sse()
+        return True
+
+    def _check_sse_applied(self, answer: dict[str, Any], key: str) -> None:
+        """Some servers accept the header and ignore it (radosgw pacific stores AES256 objects in the
+        clear, answering without ServerSideEncryption): in sse=auto stop asking, else refuse."""
+        if not self._sse or answer.get("ServerSideEncryption"):
+            return
+        if self.settings.sse == "auto":
+            self._drop_sse()
+            return
+        raise S3Error(
+            f"{self.describe(key)} at {self.endpoint}: the server accepted LLM_S3_SSE={self.settings.sse} "
+            "but did not apply it (the object is stored unencrypted); use LLM_S3_SSE=aws:kms with "
+            "LLM_S3_KMS_KEY_ID where the server has it, or LLM_S3_SSE=none",
+            code="SSENotApplied",
+        )
+
+    def _drop_sse(self) -> None:
         with self._sse_lock:
             self._sse = {}
         if self.endpoint not in _sse_notice_printed:
@@ -165,7 +185,6 @@ class S3Storage:
                 file=sys.stderr,
                 flush=True,
             )
-        return True
 
     def error(self, err: BaseException, *, action: str, key: str = "") -> S3Error:
         """One message a person can act on, for any boto3/botocore failure."""
@@ -202,6 +221,9 @@ class S3Storage:
             "ExpiredToken": "the session token has expired; refresh the credentials",
             "KMS.NotFoundException": "the KMS key was not found; check LLM_S3_KMS_KEY_ID",
         }
+        message = str(getattr(err, "response", {}).get("Error", {}).get("Message") or "")
+        if code == "InvalidAccessKeyId" and "kms" in message.lower():  # radosgw: an unknown KMS key
+            code = "KMS.NotFoundException"
         if code in fixes:
             return S3Error(f"cannot {action} {where}: {fixes[code]}", code=code)
         status = getattr(err, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -236,7 +258,11 @@ class S3Storage:
             if err.code != "AccessDenied":
                 raise
             # a HEAD's 403 has no body: a GET says whether the key, the signature or a policy refused
-            self._call("reach", "", self.client.list_objects_v2, Bucket=self.uri.bucket, MaxKeys=1)
+            # under the URI's prefix: a policy may allow listing only there
+            prefix = f"{self.uri.prefix}/" if self.uri.prefix else ""
+            self._call(
+                "reach", "", self.client.list_objects_v2, Bucket=self.uri.bucket, Prefix=prefix, MaxKeys=1
+            )
 
     def head(self, key: str, *, version_id: str | None = None) -> ObjectInfo | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -252,7 +278,12 @@ class S3Storage:
             raise self.error(err, action="read", key=key) from None
         except BotoCoreError as err:
             raise self.error(err, action="read", key=key) from None
-        return ObjectInfo(size=int(r["ContentLength"]), etag=r["ETag"], version_id=r.get("VersionId"))
+        return ObjectInfo(
+            size=int(r["ContentLength"]),
+            etag=r["ETag"],
+            version_id=r.get("VersionId"),
+            sse=r.get("ServerSideEncryption"),
+        )
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None or next(self._list(key, recursive=False, limit=1), None) is not None
@@ -303,6 +334,12 @@ class S3Storage:
             except ClientError as err:
                 code = _error_code(err)
                 if code in {"PreconditionFailed", "412"}:
+                    current = self.head(key) if if_match and if_match.startswith('"') else None
+                    if current is not None and current.etag == if_match:
+                        # radosgw (pacific) compares the bare ETag and refuses a quoted one that matches:
+                        # once more unquoted (AWS and moto take either form; this path needs a real 412)
+                        if_match = if_match.strip('"')
+                        continue
                     raise PreconditionFailed(self.describe(key)) from None
                 if code in {"ConditionalRequestConflict", "409"}:
                     raise ConflictingWrite(self.describe(key)) from None
@@ -313,6 +350,7 @@ class S3Storage:
                 raise self.error(err, action="write", key=key) from None
             except BotoCoreError as err:
                 raise self.error(err, action="write", key=key) from None
+            self._check_sse_applied(r, key)
             return ObjectInfo(size=len(data), etag=r["ETag"], version_id=r.get("VersionId"))
 
     def sha256(self, key: str) -> str:
@@ -396,6 +434,8 @@ class S3Storage:
                     continue
                 raise self.error(err, action="upload", key=key) from None
         info = self.head(key)
+        if info is not None:
+            self._check_sse_applied({"ServerSideEncryption": info.sse}, key)
         if info is None or info.size != path.stat().st_size:
             raise S3Error(f"upload of {path} to {self.describe(key)} at {self.endpoint} did not land whole")
         return info
