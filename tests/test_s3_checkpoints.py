@@ -247,3 +247,22 @@ def test_checkpoint_cli_lists_pulls_and_refuses_bad_input(s3: Bucket, tmp_path: 
         bad = cli(*args)
         assert bad.returncode == 2 and bad.stderr.count("error:") == 1 and words in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr
+
+
+def test_a_tampered_checkpoint_object_is_refused_and_nothing_is_pulled(s3: Bucket, tmp_path: Path) -> None:
+    folder = _fake_checkpoint(tmp_path / "run" / "checkpoints", 5, {"a.pt": 1000, "b.pt": 10})
+    uri = s3.uri("runs/tamper")
+    assert _push(folder, uri, s3.env).returncode == 0
+    remote = _remote(s3, "runs/tamper")
+    key = f"runs/tamper/{remote.resolve().prefix}/a.pt"
+    s3.client().put_object(Bucket=s3.name, Key=key, Body=b"\x00" * 1000)  # same size, other bytes
+    dest = tmp_path / "copy"
+    pulled = subprocess.run(
+        [sys.executable, "-m", "llm.checkpoints", "pull", uri, str(dest)],
+        cwd=REPO, env=child_env(**s3.env), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert pulled.returncode == 2, pulled.stdout + pulled.stderr
+    assert "a.pt: its sha256 does not match the manifest" in pulled.stderr
+    assert pulled.stderr.count("error:") == 1 and "Traceback" not in pulled.stderr
+    leftovers = sorted(p.name for p in (dest / "checkpoints").iterdir())
+    assert leftovers == [], leftovers  # no step folder, no hidden download, no `latest`
