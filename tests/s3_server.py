@@ -116,13 +116,18 @@ def moto_server() -> Iterator[MotoServer]:
     server.stop()
 
 
-@pytest.fixture
-def s3(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Bucket:
-    """A fresh bucket; this process's environment reaches it too (for in-process calls)."""
-    bucket = new_bucket(moto_server.url)
+def use_new_bucket(url: str, monkeypatch: pytest.MonkeyPatch, *, versioning: bool = False) -> Bucket:
+    """A fresh bucket at `url` that this process's environment reaches too (for in-process calls)."""
+    bucket = new_bucket(url, versioning=versioning)
     for key, value in bucket.env.items():
         monkeypatch.setenv(key, value)
     return bucket
+
+
+@pytest.fixture
+def s3(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Bucket:
+    """A fresh bucket on the suite's server; this process's environment reaches it too."""
+    return use_new_bucket(moto_server.url, monkeypatch)
 
 
 def scan_for(needle: str, roots: list[Path]) -> list[Path]:

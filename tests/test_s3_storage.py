@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from llm.errors import UsageError
-from llm.storage.s3 import ConflictingWrite, PreconditionFailed, S3Error, S3Settings, S3Storage
+from llm.storage.s3 import PreconditionFailed, S3Error, S3Settings, S3Storage
 from llm.storage.transfer import CorruptObject, download_files, upload_files
 from llm.storage.uri import parse_s3_uri
-from tests.s3_server import Bucket
+from tests.s3_server import Bucket, MotoServer, use_new_bucket
 
 
 def storage(s3: Bucket, prefix: str = "p", **settings: object) -> S3Storage:
@@ -67,24 +67,17 @@ def test_conditional_writes_create_once_and_swap_only_the_version_read(s3: Bucke
     with pytest.raises(PreconditionFailed):
         st.write_bytes("LATEST", b"4", if_match=first.etag)  # stale: someone moved it since
     assert st.read("LATEST") == (b"3", second.etag)
-    assert ConflictingWrite is not None
 
 
-def test_versioned_bucket_reports_object_versions(moto_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from tests.s3_server import new_bucket
-
-    bucket = new_bucket(moto_server.url, versioning=True)
-    os.environ.update(bucket.env)
-    try:
-        st = storage(bucket)
-        assert st.bucket_versioning()
-        one = st.write_bytes("k", b"one")
-        two = st.write_bytes("k", b"two")
-        assert one.version_id and two.version_id and one.version_id != two.version_id
-        assert st.read("k", version_id=one.version_id)[0] == b"one"
-    finally:
-        for key in bucket.env:
-            os.environ.pop(key, None)
+def test_versioned_bucket_reports_object_versions(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    st = storage(use_new_bucket(moto_server.url, monkeypatch, versioning=True))
+    assert st.bucket_versioning()
+    one = st.write_bytes("k", b"one")
+    two = st.write_bytes("k", b"two")
+    assert one.version_id and two.version_id and one.version_id != two.version_id
+    assert st.read("k", version_id=one.version_id)[0] == b"one"
 
 
 def test_errors_name_the_endpoint_and_the_fix(s3: Bucket, monkeypatch: pytest.MonkeyPatch) -> None:

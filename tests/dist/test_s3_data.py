@@ -11,7 +11,7 @@ from llm.config import DataConfig
 from llm.data import remote
 from llm.data.prepare import prepare_dataset
 from tests.helpers import child_env, metrics, run_train, tiny_args, write_code_corpus
-from tests.s3_server import SECRET_KEY, MotoServer, new_bucket
+from tests.s3_server import SECRET_KEY, MotoServer, use_new_bucket
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
@@ -30,9 +30,7 @@ def _train(run_dir: Path, data: str, cache: Path, env: dict[str, str]):  # type:
 def test_two_ranks_train_from_an_s3_version_downloaded_once_then_cached(
     moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bucket = new_bucket(moto_server.url)
-    for key, value in bucket.env.items():
-        monkeypatch.setenv(key, value)
+    bucket = use_new_bucket(moto_server.url, monkeypatch)
     (tmp_path / "corpus").mkdir()
     corpus = write_code_corpus(tmp_path / "corpus", seed=73)
     prepared = prepare_dataset(

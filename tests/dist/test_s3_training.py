@@ -23,7 +23,7 @@ from tests.helpers import (
     train_losses,
     wait_for,
 )
-from tests.s3_server import SECRET_KEY, Bucket, MotoServer, new_bucket, scan_for
+from tests.s3_server import SECRET_KEY, Bucket, MotoServer, use_new_bucket, scan_for
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
@@ -114,9 +114,7 @@ def own_server() -> MotoServer:  # type: ignore[misc]
 def test_a_server_that_stops_answering_mid_upload_costs_no_training_and_no_checkpoint(
     own_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bucket = new_bucket(own_server.url)
-    for key, value in bucket.env.items():
-        monkeypatch.setenv(key, value)
+    bucket = use_new_bucket(own_server.url, monkeypatch)
     uri = bucket.uri("runs/frozen")
     env = {
         **bucket.env,
