@@ -266,3 +266,31 @@ def test_a_tampered_checkpoint_object_is_refused_and_nothing_is_pulled(s3: Bucke
     assert pulled.stderr.count("error:") == 1 and "Traceback" not in pulled.stderr
     leftovers = sorted(p.name for p in (dest / "checkpoints").iterdir())
     assert leftovers == [], leftovers  # no step folder, no hidden download, no `latest`
+
+
+def test_resume_auto_takes_the_newer_of_the_local_and_the_remote_checkpoint(
+    s3: Bucket, tmp_path: Path
+) -> None:
+    from llm.errors import UsageError
+    from llm.train.remote_sync import _choose
+
+    remote = _remote(s3, "runs/auto")
+    uri = parse_s3_uri(s3.uri("runs/auto"), what="test", allow_version=True)
+    assert _choose(remote, uri, local_step=None, auto=True) is None  # nothing anywhere: a fresh start
+    with pytest.raises(UsageError, match="no committed checkpoint there"):
+        _choose(remote, uri, local_step=None, auto=False)
+    for step in (5, 10):
+        folder = _fake_checkpoint(tmp_path / f"s{step}", step, {"a.pt": 10})
+        prefix = attempt_prefix(step, "eeee5555")
+        manifest = _local_manifest(folder)
+        remote.upload_part(
+            prefix, node=0, folder=folder, names=["a.pt"], hashes={"a.pt": manifest.files["a.pt"].sha256}
+        )
+        remote.commit(prefix, manifest, nodes=1, timeout_s=10)
+        remote.move_latest(step, prefix)
+    assert _choose(remote, uri, local_step=12, auto=True) is None  # the local one is newer: no download
+    assert _choose(remote, uri, local_step=10, auto=True) is None  # as new: no download either
+    assert _choose(remote, uri, local_step=5, auto=True).step == 10  # type: ignore[union-attr]
+    assert _choose(remote, uri, local_step=12, auto=False).step == 10  # type: ignore[union-attr]  # asked for
+    older = parse_s3_uri(s3.uri("runs/auto") + "@5", what="test", allow_version=True)
+    assert _choose(remote, older, local_step=None, auto=False).step == 5  # type: ignore[union-attr]
