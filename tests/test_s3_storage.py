@@ -99,3 +99,17 @@ def test_errors_name_the_endpoint_and_the_fix(s3: Bucket, monkeypatch: pytest.Mo
     with pytest.raises(S3Error, match=r"127\.0\.0\.1:9: the server did not answer") as err:
         nowhere.check_bucket()
     assert err.value.transient
+
+
+def test_aws_endpoint_url_alone_reaches_a_server_on_an_address(
+    s3: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLM_S3_ENDPOINT_URL")
+    # the variable other AWS tools read, with a host name (as a private server's would be): path-style
+    # URLs, since BUCKET.localhost does not resolve
+    named = s3.endpoint.replace("127.0.0.1", "localhost")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", named)
+    st = storage(s3)
+    assert st.endpoint == named
+    st.write_bytes("k", b"v")
+    assert st.read_bytes("k") == b"v"
