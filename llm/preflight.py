@@ -1,0 +1,222 @@
+"""Checks before a multi-node launch: `python -m llm.preflight --hostfile hostfile --deepspeed CONFIG`.
+
+One line per check, `ok` or `FAIL` with what to do; exit 1 when any fails (2 for a usage error). What
+runs here, on the launching host:
+  hostfile      DeepSpeed's MPI-style format (`host slots=N`, `#` comments), every host once
+  batch         the JSON's batch arithmetic for the hostfile's world size (sum of slots)
+  master port   free on this host (the launcher's master is the hostfile's first host)
+  disk          free space for checkpoints under --run-dir's parent (--min-free-gb)
+  checkpoint    with --checkpoint-uri: the bucket answers, and a probe object can be written, read
+                and deleted under the URI's prefix
+`--write-env` writes `.deepspeed_env`, the one way DeepSpeed's ssh launcher passes settings to remote
+ranks: PATH with this venv first, DS_ACCELERATOR, the socket interface, PYTHONUNBUFFERED and the
+LLM_* / LLM_S3_* settings of this environment. Credentials never go in it: each node reads its own
+(instance role, profile) through boto3's chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm.errors import UsageError
+
+DEEPSPEED_ENV = ".deepspeed_env"
+# never written to .deepspeed_env: secrets reach remote nodes through their own credential chain
+SECRET_VARIABLES = frozenset(
+    {"LLM_DASHBOARD_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"}
+)
+_HOST_LINE = re.compile(r"^(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*)\s+slots\s*=\s*(?P<slots>\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    slots: int
+
+
+def read_hostfile(path: Path) -> list[Host]:
+    """DeepSpeed's hostfile: `host slots=N` a line; blank lines and `#` comments ignored."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise UsageError(
+            f"--hostfile {path}: cannot read it ({err.strerror}); give a file of `host slots=N` lines"
+        ) from None
+    hosts: list[Host] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        found = _HOST_LINE.match(line)
+        if found is None:
+            raise UsageError(f"{path}:{number}: {raw.strip()!r} is not `HOST slots=N` (e.g. `node0 slots=8`)")
+        host = Host(found["host"], int(found["slots"]))
+        if host.slots < 1:
+            raise UsageError(f"{path}:{number}: {host.name} has slots={host.slots}; give 1 or more")
+        if any(h.name == host.name for h in hosts):
+            raise UsageError(f"{path}:{number}: {host.name} is listed twice; list each host once")
+        hosts.append(host)
+    if not hosts:
+        raise UsageError(f"{path}: no hosts; give one `host slots=N` line per node")
+    return hosts
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+
+
+def _check(name: str, fn: Callable[[], str]) -> Outcome:
+    try:
+        return Outcome(name, True, fn())
+    except UsageError as err:
+        return Outcome(name, False, str(err))
+
+
+def check_batch(config: Path, hosts: list[Host], *, max_steps: int) -> str:
+    import torch
+
+    from llm.ds_config import load_ds_config
+
+    world = sum(h.slots for h in hosts)
+    settings = load_ds_config(
+        config, world_size=world, cuda_available=torch.cuda.is_available(), max_steps=max_steps
+    )
+    return (
+        f"{world} ranks ({len(hosts)} nodes): micro-batch {settings.micro_batch} x accumulation "
+        f"{settings.gradient_accumulation} x {world} = {settings.train_batch} sequences a step"
+    )
+
+
+def check_port(port: int) -> str:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError as err:
+            raise UsageError(
+                f"port {port} is taken here ({err.strerror}); pass another with deepspeed --master_port"
+            ) from None
+    return f"{port} is free here"
+
+
+def check_disk(run_dir: Path, *, min_free_gb: float) -> str:
+    where = next((p for p in [run_dir, *run_dir.parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(where).free / 1e9
+    if free < min_free_gb:
+        raise UsageError(
+            f"{where} has {free:.1f} GB free, less than --min-free-gb {min_free_gb:g}; free space or "
+            "choose another --run-dir"
+        )
+    return f"{free:.1f} GB free at {where}"
+
+
+def check_checkpoint_uri(text: str) -> str:
+    from llm.storage.s3 import S3Storage
+    from llm.storage.uri import parse_s3_uri
+
+    storage = S3Storage(parse_s3_uri(text, what="--checkpoint-uri"))
+    storage.check_bucket()
+    probe = f"preflight/{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    storage.write_bytes(probe, b"llm preflight probe")
+    if storage.read_bytes(probe) != b"llm preflight probe":
+        raise UsageError(f"{storage.describe(probe)}: the probe read back differs; check the endpoint")
+    storage.delete(probe)
+    return f"{storage.describe()} at {storage.endpoint}: written, read and deleted a probe"
+
+
+def deepspeed_env(*, socket_ifname: str | None, environ: dict[str, str]) -> dict[str, str]:
+    """What remote ranks need that DeepSpeed's launcher does not pass: one KEY=VALUE each."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = [p for p in environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin]
+    env = {"PATH": os.pathsep.join([venv_bin, *path]), "PYTHONUNBUFFERED": "1"}
+    for key in ("DS_ACCELERATOR", "CUDA_VISIBLE_DEVICES", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+                "AWS_ENDPOINT_URL", "NCCL_P2P_DISABLE"):  # fmt: skip
+        if key in environ:
+            env[key] = environ[key]
+    for key, value in sorted(environ.items()):
+        if key.startswith("LLM_") and key not in SECRET_VARIABLES:
+            env[key] = value
+    if socket_ifname:
+        env["GLOO_SOCKET_IFNAME"] = env["NCCL_SOCKET_IFNAME"] = socket_ifname
+    bad = [k for k, v in env.items() if "\n" in v]
+    if bad:
+        raise UsageError(f"{bad[0]} holds a newline, which .deepspeed_env cannot carry; unset it")
+    return env
+
+
+def write_deepspeed_env(folder: Path, env: dict[str, str]) -> Path:
+    path = folder / DEEPSPEED_ENV
+    path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))  # no blank lines, no comments
+    return path
+
+
+def run_checks(args: argparse.Namespace) -> list[Outcome]:
+    hosts = read_hostfile(args.hostfile)  # a bad hostfile is a usage error: nothing else can be checked
+    outcomes = [Outcome("hostfile", True, ", ".join(f"{h.name} ({h.slots})" for h in hosts))]
+    outcomes.append(_check("batch", lambda: check_batch(args.deepspeed, hosts, max_steps=args.max_steps)))
+    outcomes.append(_check("master port", lambda: check_port(args.master_port)))
+    outcomes.append(_check("disk", lambda: check_disk(args.run_dir, min_free_gb=args.min_free_gb)))
+    if args.checkpoint_uri:
+        outcomes.append(_check("checkpoint uri", lambda: check_checkpoint_uri(args.checkpoint_uri)))
+    return outcomes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m llm.preflight",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--hostfile", type=Path, required=True, help="DeepSpeed's hostfile (`host slots=N`)")
+    parser.add_argument("--deepspeed", type=Path, required=True, help="the DeepSpeed JSON the run will use")
+    parser.add_argument(
+        "--max-steps", type=int, default=5000, help="the run's --max-steps (for 'auto' schedules)"
+    )
+    parser.add_argument("--master-port", type=int, default=29500, help="the launcher's --master_port")
+    parser.add_argument(
+        "--run-dir", type=Path, default=Path("runs"), help="where checkpoints will be written"
+    )
+    parser.add_argument("--min-free-gb", type=float, default=10.0, help="free disk the run needs (GB)")
+    parser.add_argument("--checkpoint-uri", help="s3://bucket/prefix the run will upload checkpoints to")
+    parser.add_argument(
+        "--write-env", action="store_true", help=f"write {DEEPSPEED_ENV} here for remote ranks"
+    )
+    parser.add_argument("--socket-ifname", help="GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME for .deepspeed_env")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        outcomes = run_checks(args)
+        if args.write_env:
+            path = write_deepspeed_env(
+                Path.cwd(), deepspeed_env(socket_ifname=args.socket_ifname, environ=dict(os.environ))
+            )
+            outcomes.append(Outcome(DEEPSPEED_ENV, True, f"written to {path} (no credentials in it)"))
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for outcome in outcomes:
+        print(outcome.line(), flush=True)
+    failed = [o for o in outcomes if not o.ok]
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} checks passed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
