@@ -147,17 +147,22 @@ def test_latest_never_moves_backwards_when_writers_race(s3: Bucket) -> None:
     assert writers[0].latest()[0].step == 40  # type: ignore[union-attr]
 
 
+def _commit_one_node(remote: RemoteCheckpoints, tmp_path: Path, step: int, attempt: str) -> None:
+    """A one-file checkpoint through the whole protocol: part, manifest, LATEST."""
+    folder = _fake_checkpoint(tmp_path / f"s{step}", step, {"a.pt": 10})
+    prefix = attempt_prefix(step, attempt)
+    manifest = _local_manifest(folder)
+    remote.upload_part(
+        prefix, node=0, folder=folder, names=["a.pt"], hashes={"a.pt": manifest.files["a.pt"].sha256}
+    )
+    remote.commit(prefix, manifest, nodes=1, timeout_s=10)
+    remote.move_latest(step, prefix)
+
+
 def test_prune_keeps_latest_and_the_newest_and_removes_dead_attempts(s3: Bucket, tmp_path: Path) -> None:
     remote = _remote(s3)
     for step in (5, 10, 15):
-        folder = _fake_checkpoint(tmp_path / f"s{step}", step, {"a.pt": 10})
-        prefix = attempt_prefix(step, "dddd4444")
-        manifest = _local_manifest(folder)
-        remote.upload_part(
-            prefix, node=0, folder=folder, names=["a.pt"], hashes={"a.pt": manifest.files["a.pt"].sha256}
-        )
-        remote.commit(prefix, manifest, nodes=1, timeout_s=10)
-        remote.move_latest(step, prefix)
+        _commit_one_node(remote, tmp_path, step, "dddd4444")
     remote.storage.write_bytes(f"{attempt_prefix(7, 'dead0000')}/a.pt", b"x")  # a crashed save, older
     remote.storage.write_bytes(f"{attempt_prefix(20, 'busy0000')}/a.pt", b"x")  # a save in progress
     removed = remote.prune(keep_last=2)
@@ -280,14 +285,7 @@ def test_resume_auto_takes_the_newer_of_the_local_and_the_remote_checkpoint(
     with pytest.raises(UsageError, match="no committed checkpoint there"):
         _choose(remote, uri, local_step=None, auto=False)
     for step in (5, 10):
-        folder = _fake_checkpoint(tmp_path / f"s{step}", step, {"a.pt": 10})
-        prefix = attempt_prefix(step, "eeee5555")
-        manifest = _local_manifest(folder)
-        remote.upload_part(
-            prefix, node=0, folder=folder, names=["a.pt"], hashes={"a.pt": manifest.files["a.pt"].sha256}
-        )
-        remote.commit(prefix, manifest, nodes=1, timeout_s=10)
-        remote.move_latest(step, prefix)
+        _commit_one_node(remote, tmp_path, step, "eeee5555")
     assert _choose(remote, uri, local_step=12, auto=True) is None  # the local one is newer: no download
     assert _choose(remote, uri, local_step=10, auto=True) is None  # as new: no download either
     assert _choose(remote, uri, local_step=5, auto=True).step == 10  # type: ignore[union-attr]

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from llm.checkpoints.remote import (
-    RUN_FILES_PREFIX,
     Committed,
     RemoteCheckpoints,
     attempt_prefix,
@@ -97,9 +96,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     run_dir = folder.parent.parent
     outcome = uploader.drain()[-1]
     if outcome.ok:
-        for name in ("run.json", "tokenizer.json"):
-            if (run_dir / name).is_file():
-                remote.storage.write_bytes(f"{RUN_FILES_PREFIX}/{name}", (run_dir / name).read_bytes())
+        remote.push_run_files(run_dir, ["run.json", "tokenizer.json"])
     return 0 if outcome.ok else 1
 
 

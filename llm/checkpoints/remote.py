@@ -271,6 +271,12 @@ class RemoteCheckpoints:
         write_atomic(root / LATEST_NAME, final.name)
         return final
 
+    def push_run_files(self, run_dir: Path, names: list[str]) -> None:
+        """Upload the run's own files among `names` that `run_dir` holds (pull_run_files fetches them)."""
+        for name in names:
+            if (run_dir / name).is_file():
+                self.storage.write_bytes(f"{RUN_FILES_PREFIX}/{name}", (run_dir / name).read_bytes())
+
     def pull_run_files(self, run_dir: Path) -> list[str]:
         """Fetch the run's own files (run.json, tokenizer.json) into `run_dir`; the names found."""
         found = []

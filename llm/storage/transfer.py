@@ -7,7 +7,6 @@ whole download with one clear error: nothing half-verified is ever used.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -97,7 +96,3 @@ def download_files(
 
     with ThreadPoolExecutor(max_workers=min(4, max(1, len(files)))) as pool:
         list(pool.map(one, sorted(files)))
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

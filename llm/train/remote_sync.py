@@ -6,12 +6,10 @@ checkpoint to resume from and every node pulls that one into its own run directo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from llm.checkpoints.catalogue import CheckpointCatalogue, tag_for
-from llm.checkpoints.manifest import CheckpointManifest
-from llm.checkpoints.remote import RUN_FILES_PREFIX, Committed, RemoteCheckpoints
+from llm.checkpoints.remote import Committed, RemoteCheckpoints
 from llm.errors import UsageError
 from llm.storage.s3 import S3Error, S3Storage
 from llm.storage.uri import S3Uri
@@ -30,15 +28,7 @@ def open_remote(uri: S3Uri, *, what: str) -> RemoteCheckpoints:
     return RemoteCheckpoints(storage)
 
 
-@dataclass(frozen=True)
-class ResumeChoice:
-    step: int
-    prefix: str  # the attempt's prefix under the URI; "" for a local checkpoint
-
-
-def _choose(
-    remote: RemoteCheckpoints, uri: S3Uri, *, local_step: int | None, auto: bool
-) -> ResumeChoice | None:
+def _choose(remote: RemoteCheckpoints, uri: S3Uri, *, local_step: int | None, auto: bool) -> Committed | None:
     """Rank 0: the remote checkpoint to resume from, or None to use the local one (or start afresh)."""
     if uri.version is not None:
         if not uri.version.isdigit():
@@ -55,7 +45,7 @@ def _choose(
         found = Committed(step=pointer.step, prefix=pointer.prefix)
     if auto and local_step is not None and local_step >= found.step:
         return None  # the local one is as new: no download
-    return ResumeChoice(step=found.step, prefix=found.prefix)
+    return found
 
 
 def resume_from_remote(
@@ -90,7 +80,7 @@ def resume_from_remote(
             if have is None or have != remote.manifest(choice.prefix) or catalogue.problem(tag) is not None:
                 root.mkdir(parents=True, exist_ok=True)
                 print(f"pulling {remote.describe(choice.prefix)} into {root}", flush=True)
-                remote.pull(Committed(step=choice.step, prefix=choice.prefix), root)
+                remote.pull(choice, root)
             if not (root.parent / "run.json").exists():  # a machine with nothing local: the run's own files
                 remote.pull_run_files(root.parent)
         except (UsageError, OSError) as err:
@@ -114,15 +104,8 @@ def start_uploader(
 
 def upload_run_files(uploader: CheckpointUploader, run_dir: Path, names: list[str]) -> None:
     """Rank 0: the run's own files (settings, tokenizer) beside its checkpoints; a failure only warns."""
-    storage = uploader.remote.storage
     for name in names:
-        if not (run_dir / name).is_file():
-            continue
         try:
-            storage.write_bytes(f"{RUN_FILES_PREFIX}/{name}", (run_dir / name).read_bytes())
+            uploader.remote.push_run_files(run_dir, [name])
         except (S3Error, OSError) as err:
             print(f"warning: {name} was not uploaded ({err}); checkpoints still are", flush=True)
-
-
-def manifest_of(folder: Path) -> CheckpointManifest:
-    return CheckpointCatalogue.local(folder.parent).manifest(folder.name)
