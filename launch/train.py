@@ -57,10 +57,23 @@ if __name__ == "__main__":
 
         build_parser().print_help()
         raise SystemExit(0)
-    code = main(sys.argv[1:])
-    # Everything is written and closed by now (metrics, checkpoints, the reporter). Leave without the
-    # interpreter's teardown: with several ranks it has aborted in native code under load ("terminate
-    # called without an active exception" from a thread left joinable, exit 134), failing a finished job.
+    code: int | str | None
+    try:
+        code = main(sys.argv[1:])
+    except SystemExit as exit_:  # an error already said (exit 2) leaves the same way as success
+        code = exit_.code
+    except BaseException:  # a crash still gets its traceback and a non-zero exit
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    # Everything is written and closed by now (metrics, checkpoints, the reporter), on success and on
+    # error. Leave without the interpreter's teardown: with several ranks it has aborted in native
+    # code under load ("terminate called without an active exception" from a thread left joinable,
+    # exit 134), failing a finished job or turning a usage error's exit 2 into a SIGABRT.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(int(code or 0))
+    os._exit(code or 0)
