@@ -158,8 +158,13 @@ def deepspeed_env(*, socket_ifname: str | None, environ: dict[str, str]) -> dict
     return env
 
 
-def write_deepspeed_env(folder: Path, env: dict[str, str]) -> Path:
-    path = folder / DEEPSPEED_ENV
+def deepspeed_env_path(environ: dict[str, str]) -> Path:
+    """Where DeepSpeed's launcher reads the file: $DS_ENV_FILE (a name, or a path), else .deepspeed_env,
+    here (it also reads ~/ that name)."""
+    return Path.cwd() / environ.get("DS_ENV_FILE", DEEPSPEED_ENV)
+
+
+def write_deepspeed_env(path: Path, env: dict[str, str]) -> Path:
     path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))  # no blank lines, no comments
     return path
 
@@ -193,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-free-gb", type=float, default=10.0, help="free disk the run needs (GB)")
     parser.add_argument("--checkpoint-uri", help="s3://bucket/prefix the run will upload checkpoints to")
     parser.add_argument(
-        "--write-env", action="store_true", help=f"write {DEEPSPEED_ENV} here for remote ranks"
+        "--write-env", action="store_true", help=f"write {DEEPSPEED_ENV} here (or $DS_ENV_FILE) for remote ranks"
     )
     parser.add_argument("--socket-ifname", help="GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME for .deepspeed_env")
     return parser
@@ -204,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcomes = run_checks(args)
         if args.write_env:
+            environ = dict(os.environ)
             path = write_deepspeed_env(
-                Path.cwd(), deepspeed_env(socket_ifname=args.socket_ifname, environ=dict(os.environ))
+                deepspeed_env_path(environ), deepspeed_env(socket_ifname=args.socket_ifname, environ=environ)
             )
-            outcomes.append(Outcome(DEEPSPEED_ENV, True, f"written to {path} (no credentials in it)"))
+            outcomes.append(Outcome("deepspeed env", True, f"written to {path} (no credentials in it)"))
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

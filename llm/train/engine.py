@@ -49,6 +49,56 @@ def dist_env() -> DistInfo:
     )
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one rank runs: what rank 0 records for every rank (run.json `ranks`) and prints by node."""
+
+    rank: int
+    local_rank: int
+    host: str
+    address: str  # the address this rank reaches the master from: the node's, on its job network
+    pid: int
+
+
+def placement(info: DistInfo) -> Placement:
+    return Placement(
+        rank=info.rank,
+        local_rank=info.local_rank,
+        host=info.node,
+        address=route_address(
+            os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", 9))
+        ),
+        pid=os.getpid(),
+    )
+
+
+def route_address(host: str, port: int) -> str:
+    """This machine's address on the route to host:port (a UDP connect sends nothing), or '' if none."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect((host, port))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return ""
+
+
+def describe_nodes(ranks: list[Placement]) -> str:
+    """`node0 (10.77.0.1) ranks 0-7; node1 (10.77.0.2) ranks 8-15`: one entry per node, in rank order."""
+    nodes: dict[tuple[str, str], list[int]] = {}
+    for p in sorted(ranks, key=lambda p: p.rank):
+        nodes.setdefault((p.host, p.address), []).append(p.rank)
+    parts = []
+    for (host, address), numbers in nodes.items():
+        if len(numbers) == 1:
+            label = f"rank {numbers[0]}"
+        elif numbers == list(range(numbers[0], numbers[-1] + 1)):
+            label = f"ranks {numbers[0]}-{numbers[-1]}"
+        else:
+            label = "ranks " + ",".join(map(str, numbers))
+        parts.append(f"{host} ({address or 'no route'}) {label}")
+    return "; ".join(parts)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

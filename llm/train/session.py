@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -32,12 +33,15 @@ from llm.train import checkpoint, remote_sync
 from llm.train.collectives import Collectives
 from llm.train.control import ControlChannel
 from llm.train.engine import (
+    Placement,
     build_engine,
+    describe_nodes,
     device,
     dist_env,
     group_timeouts,
     init_distributed,
     monitor_writer,
+    placement,
 )
 from llm.train.loop import LoopContext, train
 from llm.train.param_stats import ParamStats
@@ -124,6 +128,9 @@ def run(plan: Plan) -> int:
     # a timeout elsewhere it is still healthy enough to find out which rank stopped answering.
     spare = Collectives(timeout_s=max(cfg.dist_timeout, 24 * 3600), force_group=True)
     collectives = Collectives(timeout_s=cfg.dist_timeout)
+    ranks = [Placement(**p) for p in collectives.gather(asdict(placement(info)))]
+    if info.is_main and info.world_size > 1:
+        print(f"nodes: {describe_nodes(ranks)}", flush=True)
     run_dir = plan.run_dir or (RUNS_ROOT / collectives.broadcast(new_run_id())).absolute()
     dataset = load_dataset(_prepare_data(plan, spare, stop, is_main=info.is_main))
     model_cfg = plan.model.model_copy(update={"vocab_size": dataset.tokenizer.vocab_size})
@@ -187,6 +194,7 @@ def run(plan: Plan) -> int:
             hashes=manifest_fields,
             peak_how=peak_how,
             resumed_from=resume_from,
+            ranks=ranks,
         )
         if uploader is not None:
             remote_sync.upload_run_files(uploader, run_dir, ["run.json", TOKENIZER_COPY])
@@ -275,6 +283,7 @@ def _start_events(
     peak: float,
     peak_how: dict[str, object],
     hashes: dict[str, object],
+    ranks: list[Placement],
 ) -> tuple[EventLog, ReporterSink | None]:
     """Rank 0: write what reproduces the run, open its event log, say what is about to happen."""
     cfg, ds = plan.cfg, plan.settings
@@ -291,6 +300,7 @@ def _start_events(
         "tokenizer": TOKENIZER_COPY,
         "resumed_from": str(resumed_from) if resumed_from else None,
         "hardware": hardware(world_size),
+        "ranks": [asdict(p) for p in ranks],  # each rank's host, address and pid
         "peak_flops": peak,
         "peak_flops_how": peak_how,  # rank 0's measurement or data-sheet figure, per device
         # every process group rank 0 holds once the engine is built (ours and DeepSpeed's), read back
