@@ -34,6 +34,12 @@ DEEPSPEED_ENV = ".deepspeed_env"
 SECRET_VARIABLES = frozenset(
     {"LLM_DASHBOARD_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"}
 )
+# carried to remote ranks by .deepspeed_env when set here: where things are, never what unlocks them
+CARRIED = frozenset(
+    {"DS_ACCELERATOR", "CUDA_VISIBLE_DEVICES", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+     "AWS_ENDPOINT_URL", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"}
+)  # fmt: skip
+CARRIED_PREFIXES = ("LLM_", "NCCL_", "GLOO_", "FI_")  # ours, the communication libraries', EFA's libfabric
 _HOST_LINE = re.compile(r"^(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*)\s+slots\s*=\s*(?P<slots>\d+)\s*$")
 
 
@@ -143,12 +149,8 @@ def deepspeed_env(*, socket_ifname: str | None, environ: dict[str, str]) -> dict
     venv_bin = str(Path(sys.executable).parent)
     path = [p for p in environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin]
     env = {"PATH": os.pathsep.join([venv_bin, *path]), "PYTHONUNBUFFERED": "1"}
-    for key in ("DS_ACCELERATOR", "CUDA_VISIBLE_DEVICES", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
-                "AWS_ENDPOINT_URL", "NCCL_P2P_DISABLE"):  # fmt: skip
-        if key in environ:
-            env[key] = environ[key]
     for key, value in sorted(environ.items()):
-        if key.startswith("LLM_") and key not in SECRET_VARIABLES:
+        if (key in CARRIED or key.startswith(CARRIED_PREFIXES)) and key not in SECRET_VARIABLES:
             env[key] = value
     if socket_ifname:
         env["GLOO_SOCKET_IFNAME"] = env["NCCL_SOCKET_IFNAME"] = socket_ifname
@@ -198,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-free-gb", type=float, default=10.0, help="free disk the run needs (GB)")
     parser.add_argument("--checkpoint-uri", help="s3://bucket/prefix the run will upload checkpoints to")
     parser.add_argument(
-        "--write-env", action="store_true", help=f"write {DEEPSPEED_ENV} here (or $DS_ENV_FILE) for remote ranks"
+        "--write-env",
+        action="store_true",
+        help=f"write {DEEPSPEED_ENV} here ($DS_ENV_FILE if set) for remote ranks",
     )
     parser.add_argument("--socket-ifname", help="GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME for .deepspeed_env")
     return parser

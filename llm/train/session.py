@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -49,6 +50,7 @@ from llm.train.plan import RUNS_ROOT, Plan, check_same_model
 from llm.train.rundir import code_version, config_hash, hardware, new_run_id, write_run_files
 from llm.train.signals import Interrupted, StopSignal
 from llm.train.uploader import CheckpointUploader
+from llm.train.watchdog import Watchdog
 
 TOKENIZER_COPY = "tokenizer.json"  # the run's own copy, so the run directory is self-contained
 
@@ -166,6 +168,8 @@ def run(plan: Plan) -> int:
             plan.checkpoint_uri, keep_last=cfg.keep_last, dist_info=info
         )
         _agree_or_exit(collectives, problem, is_main=info.is_main)
+    if info.world_size > 1:  # from here every wait is bounded: a frozen rank is killed, so its node ends too
+        Watchdog(timeout_s=cfg.dist_timeout, label=f"rank {info.rank} on {info.node}")
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_cfg)
@@ -323,7 +327,15 @@ def _start_events(
 
 
 def _report_lost_ranks(spare: Collectives, err: RuntimeError, *, timeout_s: float, is_main: bool) -> None:
-    lost = spare.unresponsive_ranks(timeout_s=5.0)
+    # Bounded on every rank: across a partition a rank's half of the barrier can wait on a peer that
+    # will never answer (the spare group's own timeout is a day), and a rank that stays is an orphan.
+    found: list[list[int]] = []
+    probe = threading.Thread(
+        target=lambda: found.append(spare.unresponsive_ranks(timeout_s=5.0)), daemon=True
+    )
+    probe.start()
+    probe.join(timeout=15.0)
+    lost = found[0] if found else []
     if not is_main:
         return
     who = f"rank {', '.join(map(str, lost))}" if lost else "another rank"

@@ -23,7 +23,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
@@ -103,10 +103,8 @@ class Cluster:
         key = self.ssh_dir / "id_ed25519"
         if not key.exists():
             for name, comment in (("id_ed25519", "llm-client"), ("host_ed25519", "llm-host")):
-                subprocess.run(
-                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(self.ssh_dir / name)],
-                    check=True,
-                )  # fmt: skip
+                keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment]
+                subprocess.run([*keygen, "-f", str(self.ssh_dir / name)], check=True)
         shutil.copyfile(self.ssh_dir / "id_ed25519.pub", self.ssh_dir / "authorized_keys")
         (self.ssh_dir / "sshd_config").write_text(
             f"Port {SSH_PORT}\nHostKey {self.ssh_dir / 'host_ed25519'}\n"
@@ -140,9 +138,12 @@ class Cluster:
         ns = self.netns(i)
         if ns not in self._namespaces():
             _ip("netns", "add", ns)
-            _ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", f"p{i}", "netns", self.switch)
+            _ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", f"p{i}", "netns",
+                self.switch)  # fmt: skip
             _ip("-n", self.switch, "link", "set", f"p{i}", "master", "br0")
             _ip("-n", self.switch, "link", "set", f"p{i}", "up")
+            # the same MAC on every start: the other nodes' ARP caches stay right for a node brought back
+            _ip("-n", ns, "link", "set", "eth0", "address", f"02:00:0a:4d:00:{i + 1:02x}")
             _ip("-n", ns, "addr", "add", f"{self.address(i)}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
             _ip("-n", ns, "link", "set", "lo", "up")
@@ -155,7 +156,10 @@ class Cluster:
                 f"hostname {self.name(i)}",
             ]
         )
-        sshd = f"exec /usr/sbin/sshd -D -f {self.ssh_dir / 'sshd_config'} -o PidFile=none -E {self.logs}/sshd-{i}.log"
+        sshd = (
+            f"exec /usr/sbin/sshd -D -f {self.ssh_dir / 'sshd_config'} -o PidFile=none "
+            f"-E {self.logs}/sshd-{i}.log"
+        )
         log = (self.logs / f"node{i}.out").open("ab")
         outer = subprocess.Popen(
             ["ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "--pid", "--fork", "--mount-proc",
@@ -170,13 +174,11 @@ class Cluster:
                 self.pid1[i] = children[0].pid
                 break
             if outer.poll() is not None:
-                raise RuntimeError(f"node{i} did not start: {(self.logs / f'node{i}.out').read_text()[-2000:]}")
+                out = (self.logs / f"node{i}.out").read_text()
+                raise RuntimeError(f"node{i} did not start: {out[-2000:]}")
             time.sleep(0.05)
         while time.monotonic() < deadline:
-            probe = subprocess.run(
-                ["ip", "netns", "exec", ns, "ss", "-Htln", f"sport = :{SSH_PORT}"], capture_output=True, text=True
-            )
-            if probe.stdout.strip():
+            if _listening(ns, SSH_PORT):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"node{i}: sshd did not listen within 30 s; see {self.logs}")
@@ -202,6 +204,9 @@ class Cluster:
     def cut_link(self, i: int) -> None:
         """A partition: node i's port on the switch goes down (its processes live on, unreachable)."""
         _ip("-n", self.switch, "link", "set", f"p{i}", "down")
+
+    def mend_link(self, i: int) -> None:
+        _ip("-n", self.switch, "link", "set", f"p{i}", "up")
 
     def down(self) -> None:
         for server in self._servers:
@@ -261,10 +266,7 @@ class Cluster:
         self._servers.append(proc)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            probe = subprocess.run(
-                ["ip", "netns", "exec", self.switch, "ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True
-            )
-            if probe.stdout.strip():
+            if _listening(self.switch, port):
                 break
             if proc.poll() is not None:
                 raise RuntimeError(f"{command[0]} exited: {log.read_text()[-2000:]}")
@@ -293,12 +295,13 @@ class Cluster:
         return [int(p) for p in out.split()]
 
 
-@contextmanager
-def _ignore_missing() -> Iterator[None]:
-    try:
-        yield
-    except (ProcessLookupError, psutil.NoSuchProcess, psutil.ZombieProcess):
-        pass
+def _ignore_missing() -> suppress:
+    return suppress(ProcessLookupError, psutil.NoSuchProcess, psutil.ZombieProcess)
+
+
+def _listening(ns: str, port: int) -> bool:
+    probe = ["ip", "netns", "exec", ns, "ss", "-Htln", f"sport = :{port}"]
+    return bool(subprocess.run(probe, capture_output=True, text=True).stdout.strip())
 
 
 def _wait_gone(pid: int, timeout: float = 10) -> None:

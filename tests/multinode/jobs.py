@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tests.helpers import DATA_CACHE, REPO, VENV_BIN, child_env, ds_config
-from tests.multinode.cluster import Cluster
+from tests.multinode.cluster import SWITCH_ADDRESS, Cluster
+from tests.s3_server import ACCESS_KEY, SECRET_KEY
 
 MASTER_PORT = 29500
 # the shipped multi-node JSON (ZeRO-2, overlapped communication) without bf16, which this CPU runs ~30x
@@ -65,7 +74,8 @@ def finish(proc: subprocess.Popen[bytes], log: Path, *, timeout: float = 600) ->
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError(f"no exit within {timeout} s: {log.read_text(errors='replace')[-4000:]}") from None
+        tail = log.read_text(errors="replace")[-4000:]
+        raise AssertionError(f"no exit within {timeout} s: {tail}") from None
     return code, log.read_text(errors="replace")
 
 
@@ -79,12 +89,62 @@ def records(cluster: Cluster, kind: str, node: int = 0) -> list[dict[str, Any]]:
     return [r for r in map(json.loads, lines) if r["type"] == kind]
 
 
-def wait_for_step(cluster: Cluster, step: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
+def wait_for_step(
+    cluster: Cluster, step: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(r["step"] >= step for r in records(cluster, "train")):
             return
         if proc.poll() is not None:
-            raise AssertionError(f"the job ended (exit {proc.returncode}) before step {step}: {log.read_text()[-4000:]}")
+            tail = log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"the job ended (exit {proc.returncode}) before step {step}: {tail}")
         time.sleep(0.5)
     raise AssertionError(f"no step {step} within {timeout} s: {log.read_text()[-4000:]}")
+
+
+@dataclass(frozen=True)
+class SwitchS3:
+    """A moto server on the cluster's switch (reachable from every node, not from this namespace) with
+    one bucket; `env` is what a node's shell needs: endpoint, region, and a credentials *file* (the
+    chain's way on a real node; the key itself never travels in .deepspeed_env)."""
+
+    url: str
+    bucket: str
+    env: dict[str, str]
+
+    def uri(self, prefix: str) -> str:
+        return f"s3://{self.bucket}/{prefix}"
+
+
+@contextmanager
+def switch_s3(cluster: Cluster) -> Iterator[SwitchS3]:
+    credentials = cluster.root / "aws-credentials"
+    credentials.write_text(
+        f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+    )
+    with cluster.serve(
+        [str(VENV_BIN / "moto_server"), "-H", SWITCH_ADDRESS, "-p", "5000"], port=5000,
+        log=cluster.logs / "moto.log",
+    ) as url:  # fmt: skip
+        env = {
+            "LLM_S3_ENDPOINT_URL": url, "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+        }  # fmt: skip
+        create = f"import boto3; boto3.client('s3', endpoint_url='{url}').create_bucket(Bucket='runs')"
+        cluster.sh(0, f"{VENV_BIN}/python -c {shlex.quote(create)}", env=node_env(cluster, **env))
+        yield SwitchS3(url=url, bucket="runs", env=env)
+
+
+def rank_processes(cluster: Cluster, node: int) -> list[psutil.Process]:
+    """The trainer's rank processes alive on `node` (not DeepSpeed's per-node launcher)."""
+    return [
+        p
+        for p in cluster.processes(node, "launch/train.py")
+        if "deepspeed.launcher" not in " ".join(p.cmdline())
+    ]
+
+
+def uploaded_steps(log: str) -> list[int]:
+    """Steps whose checkpoint rank 0 committed at the checkpoint URI (its 'uploaded to' lines)."""
+    return [int(m) for m in re.findall(r"node0: checkpoint step_(\d+) uploaded to", log)]

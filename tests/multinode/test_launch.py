@@ -26,7 +26,8 @@ def _check_two_nodes_trained(cluster: Cluster, log: str) -> None:
 
 def test_pdsh_hostfile_run_trains_one_rank_on_each_node(cluster: Cluster, tmp_path: Path) -> None:
     print(write_env(cluster))
-    args = train_args(cluster, config(tmp_path), "--max-steps", "40", "--eval-every", "20", "--save-every", "40")
+    steps = ["--max-steps", "40", "--eval-every", "20", "--save-every", "40"]
+    args = train_args(cluster, config(tmp_path), *steps)
     code, log = finish(launch_pdsh(cluster, args, log=tmp_path / "log"), tmp_path / "log")
     assert code == 0, log[-4000:]
     _check_two_nodes_trained(cluster, log)
