@@ -28,10 +28,13 @@ def main(argv: list[str]) -> int:
         plan = Plan.from_argv(argv)  # every check that needs no other rank: exit 2 before any work
     except UsageError as err:
         fail(str(err), quiet=not _prints_errors())
-    if plan.resume_manifest is not None and plan.resume_manifest.step >= plan.cfg.max_steps:
+    gathered = plan.cfg.checkpoint_sync == "rsync" and int(os.environ.get("WORLD_SIZE", 1)) > 1
+    resumed = plan.resume_manifest
+    if resumed is not None and resumed.step >= plan.cfg.max_steps and not gathered:
+        # (with --checkpoint-sync rsync only rank 0 knows: every rank learns it in the session)
         if _prints_errors():
             print(
-                f"{plan.resume_from} is at step {plan.resume_manifest.step}, --max-steps is "
+                f"{plan.resume_from} is at step {resumed.step}, --max-steps is "
                 f"{plan.cfg.max_steps}: nothing to train; raise --max-steps to continue the run",
                 flush=True,
             )

@@ -14,7 +14,7 @@ import os
 import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -84,6 +84,12 @@ class CheckpointConfig(BaseModel):
         None,
         description="also upload every checkpoint to s3://bucket/prefix, in the background, each node its "
         "own shards (docs/aws.md)",
+    )
+    checkpoint_sync: Literal["none", "rsync"] = Field(
+        "none",
+        description="'rsync': nodes that share no filesystem send their shards to the first node over ssh "
+        "after each save (committed once all have arrived), and get them back on resume "
+        "(docs/multinode.md)",
     )
 
 

@@ -25,6 +25,7 @@ from llm.failpoints import failpoint
 from llm.storage import Storage
 from llm.train.collectives import Collectives
 from llm.train.engine import DistInfo
+from llm.train.node_sync import NodeSync, prune_parts
 from llm.train.uploader import CheckpointUploader, UploadJob
 
 
@@ -66,11 +67,15 @@ def save_checkpoint(
     keep_last: int,
     remote: bool = False,
     uploader: CheckpointUploader | None = None,
+    gathered: bool = False,
+    sync: NodeSync | None = None,
 ) -> Path:
     """Every rank calls this at the same step. `state` holds the manifest's training fields.
 
     `remote` (the same on every rank): also upload it to the checkpoint URI, in the background, through
-    `uploader` (each node's local rank 0 has one)."""
+    `uploader` (each node's local rank 0 has one). `gathered` (the same on every rank): rank 0 gathers
+    the other nodes' shards through `sync` (--checkpoint-sync rsync) and commits once they are here;
+    the other nodes keep their parts uncommitted."""
     catalogue = CheckpointCatalogue.local(root)
     storage = catalogue.storage  # the same storage the catalogue commits through
     tag = tag_for(step)
@@ -90,7 +95,7 @@ def save_checkpoint(
     merged: dict[str, FileEntry] = {}
     for node_files in by_rank:
         merged.update(node_files)
-    if dist_info.is_node_main:
+    if dist_info.is_node_main and not (gathered and not dist_info.is_main):
         manifest = CheckpointManifest(
             format=CHECKPOINT_FORMAT_VERSION,
             tag=tag,
@@ -101,12 +106,18 @@ def save_checkpoint(
             rng_files=[f"rng_state_rank{r}.pt" for r in range(dist_info.world_size)],
             files=merged,
         )
-        catalogue.commit(manifest)
+        if sync is not None:
+            sync.submit_save(folder, manifest, _owners(by_rank))
+        else:
+            catalogue.commit(manifest)
     if remote:
         attempt = collectives.broadcast(new_attempt_id())
         _hand_to_uploader(uploader, by_rank, folder, step=step, attempt=attempt, dist_info=dist_info)
-    if dist_info.is_node_main:  # every node keeps its own disk in check (no shared filesystem assumed)
+    if gathered and dist_info.is_node_main and not dist_info.is_main:
+        prune_parts(root, keep_last=keep_last)
+    elif dist_info.is_node_main:  # every node keeps its own disk in check (no shared filesystem assumed)
         busy = uploader.busy_tags() if uploader is not None else set()
+        busy |= sync.busy_tags() if sync is not None else set()
         catalogue.apply_retention(keep_last=keep_last, keep=busy)
     collectives.barrier()
     return folder
@@ -122,15 +133,12 @@ def _hand_to_uploader(
     dist_info: DistInfo,
 ) -> None:
     """Each file goes up once, from the first node (in rank order) that holds it."""
-    holders = [rank for rank, node_files in enumerate(by_rank) if node_files]  # the node mains
-    owner: dict[str, int] = {}
-    for node, rank in enumerate(holders):
-        for name in by_rank[rank]:
-            owner.setdefault(name, node)
     if not dist_info.is_node_main:
         return
     if uploader is None:
         raise RuntimeError("a node's local rank 0 has no checkpoint uploader")
+    owners = _owners(by_rank)
+    holders = sorted(owners)
     node = holders.index(dist_info.rank)
     uploader.submit(
         UploadJob(
@@ -139,11 +147,22 @@ def _hand_to_uploader(
             prefix=attempt_prefix(step, attempt),
             node=node,
             nodes=len(holders),
-            names=sorted(name for name, n in owner.items() if n == node),
+            names=owners[dist_info.rank],
             folder=folder,
             commit=dist_info.is_main,
         )
     )
+
+
+def _owners(by_rank: list[dict[str, FileEntry]]) -> dict[int, list[str]]:
+    """For each node's first rank (those that hashed files), the files no earlier node holds."""
+    owners: dict[int, list[str]] = {}
+    seen: set[str] = set()
+    for rank, node_files in enumerate(by_rank):
+        if node_files:
+            owners[rank] = sorted(set(node_files) - seen)
+            seen |= set(node_files)
+    return owners
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from llm.train.checkpoint import Restored, save_checkpoint
 from llm.train.collectives import Collectives
 from llm.train.control import ControlChannel, Decision
 from llm.train.engine import DistInfo, device, step_stats
+from llm.train.node_sync import NodeSync
 from llm.train.param_stats import ParamStats
 from llm.train.signals import StopSignal
 from llm.train.uploader import CheckpointUploader
@@ -62,6 +63,8 @@ class LoopContext:
     params: ParamStats  # per-layer norms for the dashboard, every `params_every` steps
     upload: bool = False  # checkpoints also go to the checkpoint URI (every rank knows)
     uploader: CheckpointUploader | None = None  # each node's local rank 0, when they do
+    gathered: bool = False  # --checkpoint-sync rsync: rank 0 gathers every node's shards (every rank knows)
+    sync: NodeSync | None = None  # rank 0's, when it does
 
 
 def evaluate(ctx: LoopContext, *, num_batches: int) -> tuple[float, float] | None:
@@ -177,6 +180,8 @@ def _save(
         keep_last=ckpt.keep_last,
         remote=ctx.upload,
         uploader=ctx.uploader,
+        gathered=ctx.gathered,
+        sync=ctx.sync,
     )
     if ctx.events is not None:
         ctx.events.emit(RunStateEvent, state="checkpoint_saved", step=step, detail=str(folder))

@@ -78,7 +78,13 @@ class Plan:
                 raise UsageError(f"--resume {cfg.resume}: after '@' give a step number")
         elif cfg.resume == "auto" and checkpoint_uri is not None:
             resume_uri = checkpoint_uri  # the newer of the local and the remote checkpoint (on rank 0)
+        if cfg.checkpoint_sync == "rsync" and checkpoint_uri is not None:
+            raise UsageError(
+                "--checkpoint-sync rsync and --checkpoint-uri both move checkpoints between nodes; give one"
+            )
         local_resume = None if resume_uri is not None and cfg.resume != "auto" else cfg.resume
+        if cfg.checkpoint_sync == "rsync" and os.environ.get("RANK", "0") != "0":
+            local_resume = None  # rank 0 picks the checkpoint and copies it to nodes that lack it
         resume_from = catalogue.resolve_resume(local_resume, run_dir)
         manifest = None
         if resume_from is not None:

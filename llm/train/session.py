@@ -30,7 +30,7 @@ from llm.telemetry.reporter import ReporterSink
 from llm.telemetry.schema import RunStateEvent
 from llm.telemetry.sinks import EventLog, JsonlSink, MonitorSink, ProgressBar, Sink, last_seq
 from llm.telemetry.system import DeviceSampler
-from llm.train import checkpoint, remote_sync
+from llm.train import checkpoint, node_sync, remote_sync
 from llm.train.collectives import Collectives
 from llm.train.control import ControlChannel
 from llm.train.engine import (
@@ -133,7 +133,10 @@ def run(plan: Plan) -> int:
     ranks = [Placement(**p) for p in collectives.gather(asdict(placement(info)))]
     if info.is_main and info.world_size > 1:
         print(f"nodes: {describe_nodes(ranks)}", flush=True)
-    run_dir = plan.run_dir or (RUNS_ROOT / collectives.broadcast(new_run_id())).absolute()
+    # rank 0's: nodes that share no filesystem may each have found (or not) another run to resume
+    run_dir = Path(collectives.broadcast(str(plan.run_dir or (RUNS_ROOT / new_run_id()).absolute())))
+    nodes = node_sync.node_mains(ranks)
+    gathered = cfg.checkpoint_sync == "rsync" and len(nodes) > 1
     dataset = load_dataset(_prepare_data(plan, spare, stop, is_main=info.is_main))
     model_cfg = plan.model.model_copy(update={"vocab_size": dataset.tokenizer.vocab_size})
     _agree_or_exit(collectives, _data_problem(model_cfg, dataset), is_main=info.is_main)
@@ -159,6 +162,21 @@ def run(plan: Plan) -> int:
             collectives=spare,
         )
         _agree_or_exit(spare, problem, is_main=info.is_main)
+    sync = None
+    if gathered:  # rank 0 reaches every node, and every node holds the checkpoint rank 0 resumes from
+        _agree_or_exit(
+            spare, node_sync.reach_problem(nodes[1:]) if info.is_main else None, is_main=info.is_main
+        )
+        resume_from, problem = node_sync.push_checkpoint(
+            plan.resume_from if info.is_main else None,
+            run_dir / "checkpoints",
+            ranks=ranks,
+            dist_info=info,
+            collectives=spare,
+        )
+        _agree_or_exit(spare, problem, is_main=info.is_main)
+        if info.is_main:
+            sync = node_sync.NodeSync(nodes, keep_last=cfg.keep_last)
     if resume_from is not None:  # before the engine is built: a bad checkpoint costs seconds
         problem = _resume_problem(resume_from, manifest_fields, verify=info.is_node_main, plan=plan)
         _agree_or_exit(spare, problem, is_main=info.is_main)  # hashing may outlast --dist-timeout
@@ -225,6 +243,8 @@ def run(plan: Plan) -> int:
         params=ParamStats(engine, collectives, every=cfg.loop_section().params_every, rank=info.rank),
         upload=plan.checkpoint_uri is not None,
         uploader=uploader,
+        gathered=gathered,
+        sync=sync,
     )
     if start is not None and start.manifest.lr_scale != 1.0:
         ctx.control.lr.set(start.manifest.lr_scale)  # the dashboard's change survives the resume
@@ -235,7 +255,7 @@ def run(plan: Plan) -> int:
             raise
         _report_lost_ranks(spare, err, timeout_s=cfg.dist_timeout, is_main=info.is_main)
         return 1
-    upload_failed = _finish_uploads(uploader, is_main=info.is_main)
+    upload_failed = _finish_uploads(uploader, is_main=info.is_main) | _finish_sync(sync)
     if events is not None:
         state = "stopped" if result.stopped_by_signal else "finished"
         events.emit(RunStateEvent, state=state, step=result.step, detail=str(run_dir))
@@ -243,6 +263,22 @@ def run(plan: Plan) -> int:
     if not result.stopped_by_signal and cfg.sample_tokens:
         _print_sample(engine, dataset, cfg.sample_tokens, seed=cfg.seed, is_main=info.is_main)
     return 1 if upload_failed else 0
+
+
+def _finish_sync(sync: node_sync.NodeSync | None) -> bool:
+    """Rank 0: wait for the last checkpoint to arrive from every node; True when it did not."""
+    if sync is None:
+        return False
+    outcomes = sync.drain()
+    if outcomes and not outcomes[-1].ok:
+        print(
+            f"error: the last checkpoint ({outcomes[-1].tag}) did not arrive whole on this node "
+            f"({outcomes[-1].detail}); each node still holds its own part",
+            file=sys.stderr,
+            flush=True,
+        )
+        return True
+    return False
 
 
 def _finish_uploads(uploader: CheckpointUploader | None, *, is_main: bool) -> bool:

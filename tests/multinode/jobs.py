@@ -53,10 +53,11 @@ def write_env(cluster: Cluster, **extra: str) -> str:
     )
 
 
-def train_args(cluster: Cluster, cfg: Path, *extra: str) -> list[str]:
+def train_args(cluster: Cluster, cfg: Path, *extra: str, run: str = "run") -> list[str]:
+    """The trainer's flags, with its run directory on each node's own disk (`<local>/<run>`)."""
     return [
         "--deepspeed", str(cfg), "--model", "tiny", "--data-cache", str(DATA_CACHE), "--no-progress",
-        "--sample-tokens", "0", "--run-dir", str(cluster.local / "run"), *extra,
+        "--sample-tokens", "0", "--run-dir", str(cluster.local / run), *extra,
     ]  # fmt: skip
 
 
@@ -79,12 +80,12 @@ def finish(proc: subprocess.Popen[bytes], log: Path, *, timeout: float = 600) ->
     return code, log.read_text(errors="replace")
 
 
-def run_json(cluster: Cluster, node: int = 0) -> dict[str, Any]:
-    return dict(json.loads((cluster.disk(node) / "run" / "run.json").read_text()))
+def run_json(cluster: Cluster, node: int = 0, run: str = "run") -> dict[str, Any]:
+    return dict(json.loads((cluster.disk(node) / run / "run.json").read_text()))
 
 
-def records(cluster: Cluster, kind: str, node: int = 0) -> list[dict[str, Any]]:
-    path = cluster.disk(node) / "run" / "metrics.jsonl"
+def records(cluster: Cluster, kind: str, node: int = 0, run: str = "run") -> list[dict[str, Any]]:
+    path = cluster.disk(node) / run / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
     return [r for r in map(json.loads, lines) if r["type"] == kind]
 
@@ -148,3 +149,15 @@ def rank_processes(cluster: Cluster, node: int) -> list[psutil.Process]:
 def uploaded_steps(log: str) -> list[int]:
     """Steps whose checkpoint rank 0 committed at the checkpoint URI (its 'uploaded to' lines)."""
     return [int(m) for m in re.findall(r"node0: checkpoint step_(\d+) uploaded to", log)]
+
+
+def wait_for_line(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"the job ended (exit {proc.returncode}) before {text!r}: {tail}")
+        time.sleep(0.5)
+    raise AssertionError(f"no {text!r} within {timeout} s: {log.read_text(errors='replace')[-4000:]}")
