@@ -22,9 +22,11 @@ def main(argv: list[str]) -> int:
         # DeepSpeed's launcher sets CUDA_VISIBLE_DEVICES for every rank even on the CPU accelerator:
         # a CPU run must not see (or default to) a GPU the machine happens to have
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from llm.launchers import adopt_launcher_env
     from llm.train.plan import Plan  # torch, not DeepSpeed: after argparse's --help
 
     try:
+        adopt_launcher_env()  # OpenMPI's or srun's rank variables, before anything reads WORLD_SIZE
         plan = Plan.from_argv(argv)  # every check that needs no other rank: exit 2 before any work
     except UsageError as err:
         fail(str(err), quiet=not _prints_errors())

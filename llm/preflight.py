@@ -171,8 +171,7 @@ def write_deepspeed_env(path: Path, env: dict[str, str]) -> Path:
     return path
 
 
-def run_checks(args: argparse.Namespace) -> list[Outcome]:
-    hosts = read_hostfile(args.hostfile)  # a bad hostfile is a usage error: nothing else can be checked
+def run_checks(args: argparse.Namespace, hosts: list[Host]) -> list[Outcome]:
     outcomes = [Outcome("hostfile", True, ", ".join(f"{h.name} ({h.slots})" for h in hosts))]
     outcomes.append(_check("batch", lambda: check_batch(args.deepspeed, hosts, max_steps=args.max_steps)))
     outcomes.append(_check("master port", lambda: check_port(args.master_port)))
@@ -211,12 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        outcomes = run_checks(args)
+        hosts = read_hostfile(args.hostfile)  # a bad hostfile is a usage error: nothing else can be checked
+        outcomes = run_checks(args, hosts)
         if args.write_env:
             environ = dict(os.environ)
-            path = write_deepspeed_env(
-                deepspeed_env_path(environ), deepspeed_env(socket_ifname=args.socket_ifname, environ=environ)
-            )
+            env = deepspeed_env(socket_ifname=args.socket_ifname, environ=environ)
+            # for MPI launchers (pdsh's ranks get the launcher's --master_addr/--master_port instead)
+            env.update(MASTER_ADDR=hosts[0].name, MASTER_PORT=str(args.master_port))
+            path = write_deepspeed_env(deepspeed_env_path(environ), env)
             outcomes.append(Outcome("deepspeed env", True, f"written to {path} (no credentials in it)"))
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)

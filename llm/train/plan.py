@@ -106,8 +106,12 @@ class Plan:
 
 
 def deepspeed_config_path(given: Path | None, *, cuda: bool) -> Path:
-    """The JSON to use; a relative path missing here is looked up in the checkout (run from anywhere)."""
-    path = given or Path("ds_configs/3090.json" if cuda else "ds_configs/cpu.json")
+    """The JSON to use; a relative path missing here is looked up in the checkout (run from anywhere).
+
+    Without --deepspeed, `accelerate launch --use_deepspeed --deepspeed_config_file FILE` names it."""
+    accelerate = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    path = given or (Path(accelerate) if accelerate else None)
+    path = path or Path("ds_configs/3090.json" if cuda else "ds_configs/cpu.json")
     if not path.is_absolute() and not path.exists() and (CHECKOUT / path).exists():
         return CHECKOUT / path
     return path

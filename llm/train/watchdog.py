@@ -58,7 +58,11 @@ def watch(pid: int, timeout_s: float, label: str) -> int:
     stdin = sys.stdin.fileno()
     last = time.monotonic()
     while True:
-        ready, _, _ = select.select([stdin], [], [], max(0.0, last + timeout_s - time.monotonic()))
+        ready, _, _ = select.select(
+            [stdin], [], [], min(BEAT_S, max(0.0, last + timeout_s - time.monotonic()))
+        )
+        if os.getppid() != pid:
+            return 0  # the rank is gone (a forked child of it may still hold the pipe open)
         if ready:
             if not os.read(stdin, 4096):
                 return 0  # the rank exited: the pipe closed

@@ -8,7 +8,7 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,11 +61,14 @@ def train_args(cluster: Cluster, cfg: Path, *extra: str, run: str = "run") -> li
     ]  # fmt: skip
 
 
-def launch_pdsh(cluster: Cluster, args: list[str], *, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    """`deepspeed --hostfile hostfile launch/train.py ...` started at node0 (ssh to every node)."""
+def launch_pdsh(
+    cluster: Cluster, args: list[str], *, log: Path, launcher: list[str] | None = None, **env: str
+) -> subprocess.Popen[bytes]:
+    """`deepspeed --hostfile hostfile launch/train.py ...` started at node0 (pdsh over ssh to every node,
+    or the `launcher` flags' MPI)."""
     command = " ".join(
-        [f"{VENV_BIN}/deepspeed", "--hostfile", str(cluster.hostfile()), "--master_port", str(MASTER_PORT),
-         "launch/train.py", *args]
+        [f"{VENV_BIN}/deepspeed", *(launcher or []), "--hostfile", str(cluster.hostfile()), "--master_port",
+         str(MASTER_PORT), "launch/train.py", *args]
     )  # fmt: skip
     return cluster.popen(0, command, env=node_env(cluster, **env), log=log, cwd=REPO)
 
@@ -161,3 +164,24 @@ def wait_for_line(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: 
             raise AssertionError(f"the job ended (exit {proc.returncode}) before {text!r}: {tail}")
         time.sleep(0.5)
     raise AssertionError(f"no {text!r} within {timeout} s: {log.read_text(errors='replace')[-4000:]}")
+
+
+def launch_each_node(
+    cluster: Cluster, command: Callable[[int], list[str]], *, logs: Path, **env: str
+) -> list[subprocess.Popen[bytes]]:
+    """One launcher per node (--no_ssh, torchrun, accelerate launch): `command(i)` started in node i."""
+    logs.mkdir(parents=True, exist_ok=True)
+    return [
+        cluster.popen(i, " ".join(command(i)), env=node_env(cluster, **env), log=logs / f"node{i}", cwd=REPO)
+        for i in range(cluster.count)
+    ]
+
+
+def finish_all(
+    procs: list[subprocess.Popen[bytes]], logs: Path, *, timeout: float = 600
+) -> tuple[list[int], str]:
+    """Every node's launcher's exit code, and their logs together (node0's first)."""
+    codes = [finish(proc, logs / f"node{i}", timeout=timeout)[0] for i, proc in enumerate(procs)]
+    return codes, "".join(
+        f"[node{i}]\n{(logs / f'node{i}').read_text(errors='replace')}" for i in range(len(procs))
+    )

@@ -1,19 +1,37 @@
-"""Real training across two simulated nodes (own address, hostname, sshd and disk each), one rank per node."""
+"""Real training across two simulated nodes (own address, hostname, sshd and disk each), one rank per
+node, through every launcher people use for DeepSpeed jobs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import VENV_BIN
 from tests.multinode.cluster import Cluster
-from tests.multinode.jobs import config, finish, launch_pdsh, records, run_json, train_args, write_env
+from tests.multinode.jobs import (
+    MASTER_PORT,
+    config,
+    finish,
+    finish_all,
+    launch_each_node,
+    launch_pdsh,
+    records,
+    run_json,
+    train_args,
+    write_env,
+)
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
+STEPS = ["--max-steps", "40", "--eval-every", "20", "--save-every", "40"]
 
-def _check_two_nodes_trained(cluster: Cluster, log: str) -> None:
-    ranks = {r["rank"]: r for r in run_json(cluster)["ranks"]}
+
+def _check_two_nodes_trained(cluster: Cluster, log: str, cfg: Path) -> None:
+    record = run_json(cluster)
+    assert record["deepspeed_config_path"] == str(cfg)  # (accelerate's plugin names it)
+    ranks = {r["rank"]: r for r in record["ranks"]}
     assert [(ranks[r]["host"], ranks[r]["address"]) for r in (0, 1)] == [
         ("node0", cluster.address(0)),
         ("node1", cluster.address(1)),
@@ -26,11 +44,12 @@ def _check_two_nodes_trained(cluster: Cluster, log: str) -> None:
 
 def test_pdsh_hostfile_run_trains_one_rank_on_each_node(cluster: Cluster, tmp_path: Path) -> None:
     print(write_env(cluster))
-    steps = ["--max-steps", "40", "--eval-every", "20", "--save-every", "40"]
-    args = train_args(cluster, config(tmp_path), *steps)
-    code, log = finish(launch_pdsh(cluster, args, log=tmp_path / "log"), tmp_path / "log")
+    cfg = config(tmp_path)
+    code, log = finish(
+        launch_pdsh(cluster, train_args(cluster, cfg, *STEPS), log=tmp_path / "log"), tmp_path / "log"
+    )
     assert code == 0, log[-4000:]
-    _check_two_nodes_trained(cluster, log)
+    _check_two_nodes_trained(cluster, log, cfg)
     # no shared filesystem: each node's disk holds what its own rank wrote, and only that
     step = "checkpoints/step_00000040"
     own = {i: {p.name for p in (cluster.disk(i) / "run" / step).iterdir()} for i in (0, 1)}
@@ -38,3 +57,54 @@ def test_pdsh_hostfile_run_trains_one_rank_on_each_node(cluster: Cluster, tmp_pa
     assert {"zero_pp_rank_1_mp_rank_00_optim_states.pt", "rng_state_rank1.pt"} <= own[1], own
     assert not own[0] & own[1] - {"manifest.json"}, own  # nothing written on one node is seen on the other
     assert not (cluster.disk(1) / "run" / "run.json").exists()
+
+
+def test_openmpi_launcher_across_two_nodes(cluster: Cluster, tmp_path: Path) -> None:
+    write_env(cluster)  # MASTER_ADDR / MASTER_PORT for the ranks: MPI sets only its own variables
+    cfg = config(tmp_path)
+    args = train_args(cluster, cfg, *STEPS)
+    mca = "'--mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0'"
+    job = launch_pdsh(
+        cluster, args, log=tmp_path / "log", launcher=["--launcher", "openmpi", "--launcher_args", mca],
+        OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+    )  # fmt: skip
+    code, log = finish(job, tmp_path / "log")
+    assert code == 0, log[-4000:]
+    _check_two_nodes_trained(cluster, log, cfg)
+
+
+def _per_node(kind: str, cfg: Path, args: list[str], hostfile: Path) -> Callable[[int], list[str]]:
+    master = ["node0", str(MASTER_PORT)]
+
+    def command(i: int) -> list[str]:
+        if kind == "no_ssh":  # --no_ssh ignores .deepspeed_env: each node's shell environment is used
+            return [
+                f"{VENV_BIN}/deepspeed", "--no_ssh", f"--node_rank={i}", f"--master_addr={master[0]}",
+                f"--master_port={master[1]}", "--hostfile", str(hostfile), "launch/train.py", *args,
+            ]  # fmt: skip
+        if kind == "torchrun":
+            return [
+                f"{VENV_BIN}/torchrun", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={i}",
+                f"--master-addr={master[0]}", f"--master-port={master[1]}", "launch/train.py", *args,
+            ]  # fmt: skip
+        # accelerate launch with its DeepSpeed plugin on the same JSON, which then names --deepspeed
+        at = args.index("--deepspeed")
+        return [
+            f"{VENV_BIN}/accelerate", "launch", "--num_machines=2", "--num_processes=2",
+            f"--machine_rank={i}", f"--main_process_ip={master[0]}", f"--main_process_port={master[1]}",
+            "--use_deepspeed", f"--deepspeed_config_file={cfg}", "--deepspeed_multinode_launcher=standard",
+            "launch/train.py", *args[:at], *args[at + 2 :],
+        ]  # fmt: skip
+
+    return command
+
+
+@pytest.mark.parametrize("kind", ["no_ssh", "torchrun", "accelerate"])
+def test_one_launcher_per_node(cluster: Cluster, tmp_path: Path, kind: str) -> None:
+    cfg = config(tmp_path)
+    args = train_args(cluster, cfg, *STEPS)
+    procs = launch_each_node(cluster, _per_node(kind, cfg, args, cluster.hostfile()), logs=tmp_path / "logs",
+                             GLOO_SOCKET_IFNAME="eth0")  # fmt: skip
+    codes, log = finish_all(procs, tmp_path / "logs")
+    assert codes == [0, 0], log[-6000:]
+    _check_two_nodes_trained(cluster, log, cfg)
