@@ -24,9 +24,11 @@ import socket
 import sys
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from llm import nodes
 from llm.errors import UsageError
 
 DEEPSPEED_ENV = ".deepspeed_env"
@@ -178,7 +180,62 @@ def run_checks(args: argparse.Namespace, hosts: list[Host]) -> list[Outcome]:
     outcomes.append(_check("disk", lambda: check_disk(args.run_dir, min_free_gb=args.min_free_gb)))
     if args.checkpoint_uri:
         outcomes.append(_check("checkpoint uri", lambda: check_checkpoint_uri(args.checkpoint_uri)))
+    if len(hosts) > 1 and not args.no_ssh:  # DeepSpeed runs a one-host job without ssh
+        outcomes += check_nodes(args, hosts)
     return outcomes
+
+
+def check_nodes(args: argparse.Namespace, hosts: list[Host]) -> list[Outcome]:
+    """Over ssh, as the launcher will: each host's software, PATH, disk and GPUs against this host's."""
+    environ = dict(os.environ)
+    keepalive = nodes.keepalive_problem(hosts[0].name, ssh_port=args.ssh_port)
+    outcomes = [Outcome("ssh keep-alive", not keepalive, keepalive or "on (ServerAliveInterval)")]
+    env_file = deepspeed_env_path(environ)
+    written = _read_env_file(env_file)
+    here = nodes.facts(args.run_dir)
+    venv_bin = str(Path(sys.executable).parent)
+
+    def one(host: Host) -> Outcome:
+        try:
+            there = nodes.probe(host.name, cwd=Path.cwd(), path=written.get("PATH"), run_dir=args.run_dir,
+                                ssh_port=args.ssh_port)  # fmt: skip
+        except UsageError as err:
+            return Outcome(f"node {host.name}", False, str(err))
+        differ = nodes.differences(here, there)
+        problems = [f"{', '.join(differ)}: {nodes.SAME_FIX}"] if differ else []
+        if there["path_first"] != venv_bin:
+            fix = (
+                f"python -m llm.preflight ... --write-env writes {env_file}"
+                if not written
+                else f"fix {env_file}"
+            )
+            problems.append(
+                f"PATH there starts with {there['path_first']!r}, not this venv's {venv_bin} ({fix})"
+            )
+        if there["disk_free_gb"] < args.min_free_gb:
+            problems.append(f"{there['disk_free_gb']} GB free at {there['disk_at']}, under --min-free-gb")
+        gpu = nodes.gpu_problem(there["gpus"], host.slots, {**environ, **written})
+        if gpu:
+            problems.append(gpu)
+        if problems:
+            return Outcome(f"node {host.name}", False, "; ".join(problems))
+        gpus = f"{len(there['gpus'])} GPU(s)" if there["gpus"] else "no GPU"
+        return Outcome(
+            f"node {host.name}", True,
+            f"{there['host']}: python {there['python']}, torch {there['torch']}, deepspeed "
+            f"{there['deepspeed']}, llm {there['llm']}, venv first on PATH, {there['disk_free_gb']} GB free, "
+            f"{gpus}",
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return outcomes + list(pool.map(one, hosts))
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .deepspeed_env ({} when there is none)."""
+    if not path.is_file():
+        return {}
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--hostfile", type=Path, required=True, help="DeepSpeed's hostfile (`host slots=N`)")
-    parser.add_argument("--deepspeed", type=Path, required=True, help="the DeepSpeed JSON the run will use")
+    parser.add_argument("--hostfile", type=Path, help="DeepSpeed's hostfile (`host slots=N`); required")
+    parser.add_argument("--deepspeed", type=Path, help="the DeepSpeed JSON the run will use; required")
     parser.add_argument(
         "--max-steps", type=int, default=5000, help="the run's --max-steps (for 'auto' schedules)"
     )
@@ -204,21 +261,37 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"write {DEEPSPEED_ENV} here ($DS_ENV_FILE if set) for remote ranks",
     )
     parser.add_argument("--socket-ifname", help="GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME for .deepspeed_env")
+    parser.add_argument("--ssh-port", type=int, help="the port of the nodes' sshd (deepspeed --ssh_port)")
+    parser.add_argument(
+        "--no-ssh",
+        action="store_true",
+        help="this host's checks only (one launcher per node: deepspeed --no_ssh, torchrun, accelerate)",
+    )
+    parser.add_argument(
+        "--facts", action="store_true", help="print this node's facts as JSON (what ssh asks)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.facts:
+        nodes.print_facts(args.run_dir)
+        return 0
     try:
+        if args.hostfile is None or args.deepspeed is None:
+            raise UsageError("give --hostfile HOSTFILE and --deepspeed CONFIG (the launch's own)")
         hosts = read_hostfile(args.hostfile)  # a bad hostfile is a usage error: nothing else can be checked
-        outcomes = run_checks(args, hosts)
-        if args.write_env:
+        written = None
+        if args.write_env:  # first: the checks over ssh then see what remote ranks will get
             environ = dict(os.environ)
             env = deepspeed_env(socket_ifname=args.socket_ifname, environ=environ)
             # for MPI launchers (pdsh's ranks get the launcher's --master_addr/--master_port instead)
             env.update(MASTER_ADDR=hosts[0].name, MASTER_PORT=str(args.master_port))
-            path = write_deepspeed_env(deepspeed_env_path(environ), env)
-            outcomes.append(Outcome("deepspeed env", True, f"written to {path} (no credentials in it)"))
+            written = write_deepspeed_env(deepspeed_env_path(environ), env)
+        outcomes = run_checks(args, hosts)
+        if written is not None:
+            outcomes.append(Outcome("deepspeed env", True, f"written to {written} (no credentials in it)"))
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -49,7 +49,15 @@ def test_batch_arithmetic_port_and_disk_each_get_their_line(tmp_path: Path) -> N
         tmp_path, train_batch_size=16, train_micro_batch_size_per_gpu=4, gradient_accumulation_steps=2
     )
     port = free_port()
-    common = ["--deepspeed", str(config), "--master-port", str(port), "--run-dir", str(tmp_path / "runs")]
+    common = [
+        "--deepspeed",
+        str(config),
+        "--master-port",
+        str(port),
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--no-ssh",
+    ]
     good = _preflight("--hostfile", str(_hostfile(tmp_path, "node0 slots=1\nnode1 slots=1\n")), *common)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "ok    batch: 2 ranks (2 nodes): micro-batch 4 x accumulation 2 x 2 = 16" in good.stdout

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from importlib import metadata
@@ -15,29 +14,15 @@ from typing import Any
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from llm.version import code_version
+
+__all__ = ["code_version", "config_hash", "hardware", "new_run_id", "write_run_files"]
+
 _LIBRARIES = ("torch", "deepspeed", "tokenizers", "pydantic", "pydantic-settings", "numpy", "llm")
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 10000:04d}"
-
-
-def code_version() -> dict[str, Any]:
-    """The git commit of this checkout and whether it had uncommitted changes."""
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip()
-
-    sha = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"git_sha": sha, "dirty": bool(status) if status is not None else None}
 
 
 def library_versions() -> dict[str, str | None]:

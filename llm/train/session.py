@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from llm import nodes as node_facts
 from llm.checkpoints import catalogue
 from llm.config import RunConfig
 from llm.data.prepare import PreparedDataset, load_dataset, prepare_dataset
@@ -133,6 +134,11 @@ def run(plan: Plan) -> int:
     ranks = [Placement(**p) for p in collectives.gather(asdict(placement(info)))]
     if info.is_main and info.world_size > 1:
         print(f"nodes: {describe_nodes(ranks)}", flush=True)
+    # the preflight's cheap checks, in-process: every node runs the same software
+    every = collectives.gather(
+        node_facts.facts(Path.cwd()) if info.is_node_main and info.world_size > 1 else None
+    )
+    _agree_or_exit(collectives, node_facts.mismatch(every) if info.is_main else None, is_main=info.is_main)
     # rank 0's: nodes that share no filesystem may each have found (or not) another run to resume
     run_dir = Path(collectives.broadcast(str(plan.run_dir or (RUNS_ROOT / new_run_id()).absolute())))
     nodes = node_sync.node_mains(ranks)
