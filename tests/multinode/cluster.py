@@ -37,9 +37,19 @@ def netns_problem() -> str | None:
     """Why simulated nodes cannot run here (not root, no `ip netns`, no sshd/pdsh), or None."""
     if os.geteuid() != 0:
         return "network namespaces need root"
-    for tool in ("ip", "unshare", "nsenter", "/usr/sbin/sshd", "ssh", "ssh-keygen", "pdsh"):
+    for tool in (
+        "ip",
+        "unshare",
+        "nsenter",
+        "/usr/sbin/sshd",
+        "ssh",
+        "ssh-keygen",
+        "pdsh",
+        "mpirun",
+        "rsync",
+    ):
         if shutil.which(tool) is None:
-            return f"{tool} is not installed (make test installs openssh-server, openssh-client and pdsh)"
+            return f"{tool} is not installed (make test installs it: make multinode-tools)"
     name = f"llm-probe-{uuid.uuid4().hex[:6]}"
     made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
     if made.returncode != 0:
