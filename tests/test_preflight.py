@@ -103,6 +103,9 @@ def test_deepspeed_env_carries_settings_and_no_secret(s3: Bucket, tmp_path: Path
         "LLM_DIST_TIMEOUT": "60",
         "LLM_DASHBOARD_TOKEN": "dashboard-secret-0001",
         "DS_ACCELERATOR": "cpu",
+        "FI_PROVIDER": "efa",
+        "NCCL_DEBUG": "INFO",
+        "DS_ENV_FILE": "cluster.env",  # DeepSpeed's own variable: where its launcher reads the file
     }
     hostfile = _hostfile(tmp_path, "node0 slots=1\n")
     done = _preflight(
@@ -110,13 +113,20 @@ def test_deepspeed_env_carries_settings_and_no_secret(s3: Bucket, tmp_path: Path
         str(free_port()), "--write-env", "--socket-ifname", "veth0", env=env, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    text = (tmp_path / DEEPSPEED_ENV).read_text()
+    assert not (tmp_path / DEEPSPEED_ENV).exists()
+    text = (tmp_path / "cluster.env").read_text()
     pairs = dict(line.split("=", 1) for line in text.splitlines())
     assert all(line and "=" in line and not line.startswith("#") for line in text.splitlines())
     assert pairs["PATH"].split(":")[0] == str(Path(sys.executable).parent)  # this venv first
     assert pairs["LLM_DIST_TIMEOUT"] == "60" and pairs["LLM_S3_ENDPOINT_URL"] == s3.endpoint
     assert pairs["GLOO_SOCKET_IFNAME"] == pairs["NCCL_SOCKET_IFNAME"] == "veth0"
-    assert pairs["DS_ACCELERATOR"] == "cpu"
+    assert (
+        pairs["DS_ACCELERATOR"] == "cpu" and pairs["FI_PROVIDER"] == "efa" and pairs["NCCL_DEBUG"] == "INFO"
+    )
+    assert (
+        pairs["MASTER_ADDR"] == "node0"
+        and pairs["AWS_SHARED_CREDENTIALS_FILE"] == s3.env["AWS_SHARED_CREDENTIALS_FILE"]
+    )
     for secret in (SECRET_KEY, "dashboard-secret-0001", "AWS_ACCESS_KEY_ID"):
         assert secret not in text
     with pytest.raises(UsageError, match="newline"):
