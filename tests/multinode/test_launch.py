@@ -3,12 +3,13 @@ node, through every launcher people use for DeepSpeed jobs."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import VENV_BIN
+from tests.helpers import REPO, VENV_BIN
 from tests.multinode.cluster import Cluster
 from tests.multinode.jobs import (
     MASTER_PORT,
@@ -17,11 +18,13 @@ from tests.multinode.jobs import (
     finish_all,
     launch_each_node,
     launch_pdsh,
+    node_env,
     records,
     run_json,
     train_args,
     write_env,
 )
+from tests.multinode.slurm import slurm, slurm_problem
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
@@ -108,3 +111,53 @@ def test_one_launcher_per_node(cluster: Cluster, tmp_path: Path, kind: str) -> N
     codes, log = finish_all(procs, tmp_path / "logs")
     assert codes == [0, 0], log[-6000:]
     _check_two_nodes_trained(cluster, log, cfg)
+
+
+def test_slurm_sbatch_across_two_nodes(cluster: Cluster, tmp_path: Path) -> None:
+    """`sbatch --nodes=2 launch/slurm.sbatch ...` on a real SLURM (slurmctld, a slurmd and munged per node):
+    the one submit command trains across both nodes; a bad flag fails the job with one line per node; a
+    node without the venv ends the job at once (srun --kill-on-bad-exit), not after torchrun's 600 s wait."""
+    if (problem := slurm_problem()) is not None:
+        pytest.skip(problem)
+    cfg = config(tmp_path)
+
+    def sbatch(name: str, args: list[str], env: dict[str, str], timeout: float = 600) -> tuple[int, str]:
+        """Submit from node0 in the checkout and wait; sbatch's exit code and the job's output."""
+        out = tmp_path / name
+        out.mkdir()
+        command = [
+            "sbatch",
+            "--nodes=2",
+            "--wait",
+            f"--output={out}/slurm-%j.out",
+            "launch/slurm.sbatch",
+            *args,
+        ]
+        job = cluster.popen(0, " ".join(command), env=env, log=out / "sbatch", cwd=REPO)
+        code, submitted = finish(job, out / "sbatch", timeout=timeout)
+        jobs = sorted(out.glob("slurm-*.out"))
+        assert len(jobs) == 1, submitted
+        return code, jobs[0].read_text(errors="replace")
+
+    with slurm(cluster) as running:
+        # srun hands the submitting shell's environment to every node (no .deepspeed_env); the venv is
+        # not on its PATH: the script puts $LLM_VENV/bin first
+        env = node_env(cluster, **running.env, GLOO_SOCKET_IFNAME="eth0", LLM_VENV=str(VENV_BIN.parent))
+        env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != str(VENV_BIN))
+        code, log = sbatch("good", train_args(cluster, cfg, *STEPS), env)
+        assert code == 0, log[-4000:]
+        _check_two_nodes_trained(cluster, log, cfg)
+
+        code, log = sbatch("bad", train_args(cluster, cfg, "--max-steps", "0", run="bad"), env)
+        assert code != 0, log[-4000:]
+        said = [line for line in log.splitlines() if line.startswith("error:")]  # not srun's "srun: error:"
+        assert len(said) == 2 and all(line.startswith("error: --max-steps") for line in said), log  # per node
+
+        # the venv on node0's own disk only: node1's srun task cannot start torchrun
+        (cluster.disk(0) / "venv").symlink_to(VENV_BIN.parent)
+        env["LLM_VENV"] = str(cluster.local / "venv")
+        code, log = sbatch("no-venv", train_args(cluster, cfg, *STEPS, run="no-venv"), env, timeout=180)
+        assert code != 0, log[-4000:]
+        assert "node1: task 1: Exited with exit code" in log, log[-4000:]
+        assert not cluster.processes(0, "torchrun"), log[-4000:]
+        print(log)
