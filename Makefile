@@ -78,13 +78,14 @@ s3-servers:
 		|| echo "s3-servers: Ceph's packages could not be installed: the radosgw tests will be skipped"
 
 # the multi-node tests (tests/multinode/) run simulated nodes (network namespaces, each with its own sshd)
-# and launch through pdsh, OpenMPI and rsync as a cluster would (~25 s of apt once); where apt cannot
-# install them, those tests are skipped with the reason
-MULTINODE_PACKAGES := pdsh openssh-server openssh-client openmpi-bin rsync
+# and launch through pdsh, OpenMPI, SLURM and rsync as a cluster would (~35 s of apt once); where apt
+# cannot install them, those tests are skipped with the reason
+MULTINODE_PACKAGES := pdsh openssh-server openssh-client openmpi-bin rsync slurm-wlm munge
 .PHONY: multinode-tools
 multinode-tools:
 	@command -v pdsh >/dev/null && command -v sshd >/dev/null && command -v mpirun >/dev/null \
-		&& command -v rsync >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		&& command -v rsync >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends $(MULTINODE_PACKAGES) >/dev/null) \
 		|| echo "multinode-tools: $(MULTINODE_PACKAGES) could not be installed: tests/multinode will be skipped"
 
