@@ -16,10 +16,8 @@ its copy, as with any resume.
 
 from __future__ import annotations
 
-import queue
 import shlex
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 from llm.checkpoints.catalogue import CheckpointCatalogue
 from llm.checkpoints.manifest import CheckpointManifest
 from llm.storage.local import sha256_file
+from llm.train.background import CheckpointJobs, Outcome
 from llm.train.collectives import Collectives
 from llm.train.engine import DistInfo, Placement
 
@@ -79,57 +78,27 @@ class SyncJob:
     parts: list[tuple[Placement, list[str]]]  # the node and the files only it holds
 
 
-@dataclass(frozen=True)
-class SyncOutcome:
-    tag: str
-    ok: bool
-    detail: str
-
-
-class NodeSync:
+class NodeSync(CheckpointJobs[SyncJob, Outcome]):
     """Rank 0's queue of checkpoints to gather from the other nodes, worked through in order."""
 
     def __init__(self, nodes: list[Placement], *, keep_last: int, timeout_s: float = 3600.0) -> None:
         self.nodes = {p.rank: p for p in nodes}  # each node's first rank
         self.keep_last = keep_last
         self.timeout_s = timeout_s
-        self.outcomes: list[SyncOutcome] = []
-        self._queue: queue.Queue[SyncJob] = queue.Queue()
-        self._busy: set[str] = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._work, name="checkpoint-sync", daemon=True).start()
+        super().__init__("checkpoint-sync")
 
     def submit_save(self, folder: Path, manifest: CheckpointManifest, owners: dict[int, list[str]]) -> None:
         """`owners`: for each node's first rank, the files only that node holds (rank 0's are here)."""
         parts = [(self.nodes[rank], names) for rank, names in sorted(owners.items()) if rank != 0 and names]
         self.submit(SyncJob(tag=folder.name, folder=folder, manifest=manifest, parts=parts))
 
-    def submit(self, job: SyncJob) -> None:
-        with self._lock:
-            self._busy.add(job.tag)
-        self._queue.put(job)
+    def _waiting(self) -> str:
+        return "waiting for the last checkpoint to arrive from the other nodes"
 
-    def busy_tags(self) -> set[str]:
-        with self._lock:
-            return set(self._busy)
+    def _run(self, job: SyncJob) -> Outcome:
+        return self._gather(job)
 
-    def drain(self) -> list[SyncOutcome]:
-        if self.busy_tags():
-            print("waiting for the last checkpoint to arrive from the other nodes", flush=True)
-        self._queue.join()
-        return self.outcomes
-
-    def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            try:
-                self.outcomes.append(self._gather(job))
-            finally:
-                with self._lock:
-                    self._busy.discard(job.tag)
-                self._queue.task_done()
-
-    def _gather(self, job: SyncJob) -> SyncOutcome:
+    def _gather(self, job: SyncJob) -> Outcome:
         started = time.monotonic()
         try:
             for peer, names in job.parts:
@@ -158,7 +127,7 @@ class NodeSync:
                 "complete checkpoint stays the one to resume from",
                 flush=True,
             )
-            return SyncOutcome(job.tag, False, str(err))
+            return Outcome(job.tag, False, str(err))
         catalogue = CheckpointCatalogue.local(job.folder.parent)
         catalogue.commit(job.manifest)  # every file is here and checked: now it counts
         catalogue.apply_retention(keep_last=self.keep_last, keep=self.busy_tags() - {job.tag})
@@ -168,7 +137,7 @@ class NodeSync:
             f"{time.monotonic() - started:.1f} s",
             flush=True,
         )
-        return SyncOutcome(job.tag, True, "gathered")
+        return Outcome(job.tag, True, "gathered")
 
 
 def push_checkpoint(

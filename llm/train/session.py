@@ -51,7 +51,7 @@ from llm.train.plan import RUNS_ROOT, Plan, check_same_model
 from llm.train.rundir import code_version, config_hash, hardware, new_run_id, write_run_files
 from llm.train.signals import Interrupted, StopSignal
 from llm.train.uploader import CheckpointUploader
-from llm.train.watchdog import Watchdog
+from llm.train.watchdog import WATCHDOG_GRACE_S, Watchdog
 
 TOKENIZER_COPY = "tokenizer.json"  # the run's own copy, so the run directory is self-contained
 
@@ -193,7 +193,8 @@ def run(plan: Plan) -> int:
         )
         _agree_or_exit(collectives, problem, is_main=info.is_main)
     if info.world_size > 1:  # from here every wait is bounded: a frozen rank is killed, so its node ends too
-        Watchdog(timeout_s=cfg.dist_timeout, label=f"rank {info.rank} on {info.node}")
+        # later than the others' collectives time out, so that they name the frozen rank first
+        Watchdog(timeout_s=cfg.dist_timeout + WATCHDOG_GRACE_S, label=f"rank {info.rank} on {info.node}")
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_cfg)
@@ -275,33 +276,23 @@ def _finish_sync(sync: node_sync.NodeSync | None) -> bool:
     """Rank 0: wait for the last checkpoint to arrive from every node; True when it did not."""
     if sync is None:
         return False
-    outcomes = sync.drain()
-    if outcomes and not outcomes[-1].ok:
-        print(
-            f"error: the last checkpoint ({outcomes[-1].tag}) did not arrive whole on this node "
-            f"({outcomes[-1].detail}); each node still holds its own part",
-            file=sys.stderr,
-            flush=True,
-        )
-        return True
-    return False
+    sync.drain()
+    return sync.last_failed(
+        "the last checkpoint ({tag}) did not arrive whole on this node ({detail}); each node still holds "
+        "its own part"
+    )
 
 
 def _finish_uploads(uploader: CheckpointUploader | None, *, is_main: bool) -> bool:
     """Wait for this node's uploads; True when the last checkpoint did not reach the checkpoint URI."""
     if uploader is None:
         return False
-    outcomes = uploader.drain()
-    if outcomes and not outcomes[-1].ok:
-        print(
-            f"error: the last checkpoint ({outcomes[-1].tag}) is saved locally but not at "
-            f"{uploader.remote.describe()}: {outcomes[-1].detail}. Upload it with python -m llm.checkpoints "
-            "push, or resume here with --resume auto",
-            file=sys.stderr,
-            flush=True,
-        )
-        return True
-    return False
+    uploader.drain()
+    where = uploader.remote.describe().replace("{", "{{").replace("}", "}}")
+    return uploader.last_failed(
+        f"the last checkpoint ({{tag}}) is saved locally but not at {where}: {{detail}}. Upload it with "
+        "python -m llm.checkpoints push, or resume here with --resume auto"
+    )
 
 
 def _data_problem(model_cfg: GPTConfig, dataset: PreparedDataset) -> str | None:

@@ -9,9 +9,7 @@ again, then reported; training never waits for it, and LATEST keeps naming the l
 
 from __future__ import annotations
 
-import queue
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from llm.checkpoints.catalogue import CheckpointCatalogue
 from llm.checkpoints.manifest import CheckpointManifest
 from llm.checkpoints.remote import RemoteCheckpoints
 from llm.storage.s3 import S3Error
+from llm.train.background import CheckpointJobs, Outcome
 
 
 @dataclass(frozen=True)
@@ -35,15 +34,12 @@ class UploadJob:
 
 
 @dataclass(frozen=True)
-class UploadOutcome:
-    tag: str
-    ok: bool
-    detail: str
+class UploadOutcome(Outcome):
     seconds: float
     bytes: int
 
 
-class CheckpointUploader:
+class CheckpointUploader(CheckpointJobs[UploadJob, UploadOutcome]):
     """A queue of checkpoint uploads worked through in order by one thread."""
 
     def __init__(
@@ -61,39 +57,13 @@ class CheckpointUploader:
         self.tries = tries or settings.upload_tries
         self.retry_wait_s = settings.upload_retry_wait if retry_wait_s is None else retry_wait_s
         self.commit_timeout_s = commit_timeout_s
-        self.outcomes: list[UploadOutcome] = []
-        self._queue: queue.Queue[UploadJob] = queue.Queue()
-        self._busy: set[str] = set()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._work, name="checkpoint-upload", daemon=True)
-        self._thread.start()
+        super().__init__("checkpoint-upload")
 
-    def submit(self, job: UploadJob) -> None:
-        with self._lock:
-            self._busy.add(job.tag)
-        self._queue.put(job)
+    def _waiting(self) -> str:
+        return f"waiting for checkpoint uploads to {self.remote.describe()} to finish"
 
-    def busy_tags(self) -> set[str]:
-        """Local checkpoints still being uploaded: local retention must keep them."""
-        with self._lock:
-            return set(self._busy)
-
-    def drain(self) -> list[UploadOutcome]:
-        """Wait for every submitted upload to end (uploaded or given up); their outcomes."""
-        if self.busy_tags():
-            print(f"waiting for checkpoint uploads to {self.remote.describe()} to finish", flush=True)
-        self._queue.join()
-        return self.outcomes
-
-    def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            try:
-                self.outcomes.append(self._upload(job))
-            finally:
-                with self._lock:
-                    self._busy.discard(job.tag)
-                self._queue.task_done()
+    def _run(self, job: UploadJob) -> UploadOutcome:
+        return self._upload(job)
 
     def _upload(self, job: UploadJob) -> UploadOutcome:
         started = time.monotonic()

@@ -26,6 +26,9 @@ import threading
 import time
 
 BEAT_S = 1.0
+# the trainer's watchdogs wait --dist-timeout and this long: the other ranks' collectives time out first
+# and name the frozen rank (a monitored barrier of 5 s), then the watchdog ends it
+WATCHDOG_GRACE_S = 15.0
 
 
 class Watchdog:
