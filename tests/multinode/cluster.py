@@ -147,6 +147,8 @@ class Cluster:
         disk.mkdir(parents=True, exist_ok=True)
         ns = self.netns(i)
         if ns not in self._namespaces():
+            # a node just torn down may still hold its old link while its last processes die: drop it
+            subprocess.run(["ip", "-n", self.switch, "link", "del", f"p{i}"], capture_output=True)
             _ip("netns", "add", ns)
             _ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", f"p{i}", "netns",
                 self.switch)  # fmt: skip

@@ -96,15 +96,8 @@ def records(cluster: Cluster, kind: str, node: int = 0, run: str = "run") -> lis
 def wait_for_step(
     cluster: Cluster, step: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(r["step"] >= step for r in records(cluster, "train")):
-            return
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-4000:]
-            raise AssertionError(f"the job ended (exit {proc.returncode}) before step {step}: {tail}")
-        time.sleep(0.5)
-    raise AssertionError(f"no step {step} within {timeout} s: {log.read_text()[-4000:]}")
+    done = lambda: any(r["step"] >= step for r in records(cluster, "train"))  # noqa: E731
+    _wait(done, f"step {step}", proc, log, timeout)
 
 
 @dataclass(frozen=True)
@@ -155,33 +148,18 @@ def uploaded_steps(log: str) -> list[int]:
 
 
 def wait_for_line(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    _wait(lambda: text in log.read_text(errors="replace"), repr(text), proc, log, timeout)
+
+
+def _wait(
+    done: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if text in log.read_text(errors="replace"):
+        if done():
             return
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-4000:]
-            raise AssertionError(f"the job ended (exit {proc.returncode}) before {text!r}: {tail}")
+            raise AssertionError(f"the job ended (exit {proc.returncode}) before {what}: {tail}")
         time.sleep(0.5)
-    raise AssertionError(f"no {text!r} within {timeout} s: {log.read_text(errors='replace')[-4000:]}")
-
-
-def launch_each_node(
-    cluster: Cluster, command: Callable[[int], list[str]], *, logs: Path, **env: str
-) -> list[subprocess.Popen[bytes]]:
-    """One launcher per node (--no_ssh, torchrun, accelerate launch): `command(i)` started in node i."""
-    logs.mkdir(parents=True, exist_ok=True)
-    return [
-        cluster.popen(i, " ".join(command(i)), env=node_env(cluster, **env), log=logs / f"node{i}", cwd=REPO)
-        for i in range(cluster.count)
-    ]
-
-
-def finish_all(
-    procs: list[subprocess.Popen[bytes]], logs: Path, *, timeout: float = 600
-) -> tuple[list[int], str]:
-    """Every node's launcher's exit code, and their logs together (node0's first)."""
-    codes = [finish(proc, logs / f"node{i}", timeout=timeout)[0] for i, proc in enumerate(procs)]
-    return codes, "".join(
-        f"[node{i}]\n{(logs / f'node{i}').read_text(errors='replace')}" for i in range(len(procs))
-    )
+    raise AssertionError(f"no {what} within {timeout} s: {log.read_text(errors='replace')[-4000:]}")
