@@ -163,3 +163,51 @@ def _wait(
             raise AssertionError(f"the job ended (exit {proc.returncode}) before {what}: {tail}")
         time.sleep(0.5)
     raise AssertionError(f"no {what} within {timeout} s: {log.read_text(errors='replace')[-4000:]}")
+
+
+def per_node_command(kind: str, cfg: Path, args: list[str], hostfile: Path) -> Callable[[int], list[str]]:
+    """Node i's launch line for the launchers that run one per node: `no_ssh`, `torchrun`, `accelerate`."""
+    master = ["node0", str(MASTER_PORT)]
+
+    def command(i: int) -> list[str]:
+        if kind == "no_ssh":  # --no_ssh ignores .deepspeed_env: each node's shell environment is used
+            return [
+                f"{VENV_BIN}/deepspeed", "--no_ssh", f"--node_rank={i}", f"--master_addr={master[0]}",
+                f"--master_port={master[1]}", "--hostfile", str(hostfile), "launch/train.py", *args,
+            ]  # fmt: skip
+        if kind == "torchrun":
+            return [
+                f"{VENV_BIN}/torchrun", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={i}",
+                f"--master-addr={master[0]}", f"--master-port={master[1]}", "launch/train.py", *args,
+            ]  # fmt: skip
+        # accelerate launch with its DeepSpeed plugin on the same JSON, which then names --deepspeed
+        at = args.index("--deepspeed")
+        return [
+            f"{VENV_BIN}/accelerate", "launch", "--num_machines=2", "--num_processes=2",
+            f"--machine_rank={i}", f"--main_process_ip={master[0]}", f"--main_process_port={master[1]}",
+            "--use_deepspeed", f"--deepspeed_config_file={cfg}", "--deepspeed_multinode_launcher=standard",
+            "launch/train.py", *args[:at], *args[at + 2 :],
+        ]  # fmt: skip
+
+    return command
+
+
+def launch_each_node(
+    cluster: Cluster, command: Callable[[int], list[str]], *, logs: Path, **env: str
+) -> list[subprocess.Popen[bytes]]:
+    """One launcher per node (--no_ssh, torchrun, accelerate launch): `command(i)` started in node i."""
+    logs.mkdir(parents=True, exist_ok=True)
+    return [
+        cluster.popen(i, " ".join(command(i)), env=node_env(cluster, **env), log=logs / f"node{i}", cwd=REPO)
+        for i in range(cluster.count)
+    ]
+
+
+def finish_all(
+    procs: list[subprocess.Popen[bytes]], logs: Path, *, timeout: float = 600
+) -> tuple[list[int], str]:
+    """Every node's launcher's exit code, and their logs together (node0's first)."""
+    codes = [finish(proc, logs / f"node{i}", timeout=timeout)[0] for i, proc in enumerate(procs)]
+    return codes, "".join(
+        f"[node{i}]\n{(logs / f'node{i}').read_text(errors='replace')}" for i in range(len(procs))
+    )

@@ -4,7 +4,6 @@ node, through every launcher people use for DeepSpeed jobs."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,13 @@ import pytest
 from tests.helpers import REPO, VENV_BIN
 from tests.multinode.cluster import Cluster
 from tests.multinode.jobs import (
-    MASTER_PORT,
     config,
     finish,
     finish_all,
     launch_each_node,
     launch_pdsh,
     node_env,
+    per_node_command,
     records,
     run_json,
     train_args,
@@ -76,38 +75,12 @@ def test_openmpi_launcher_across_two_nodes(cluster: Cluster, tmp_path: Path) -> 
     _check_two_nodes_trained(cluster, log, cfg)
 
 
-def _per_node(kind: str, cfg: Path, args: list[str], hostfile: Path) -> Callable[[int], list[str]]:
-    master = ["node0", str(MASTER_PORT)]
-
-    def command(i: int) -> list[str]:
-        if kind == "no_ssh":  # --no_ssh ignores .deepspeed_env: each node's shell environment is used
-            return [
-                f"{VENV_BIN}/deepspeed", "--no_ssh", f"--node_rank={i}", f"--master_addr={master[0]}",
-                f"--master_port={master[1]}", "--hostfile", str(hostfile), "launch/train.py", *args,
-            ]  # fmt: skip
-        if kind == "torchrun":
-            return [
-                f"{VENV_BIN}/torchrun", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={i}",
-                f"--master-addr={master[0]}", f"--master-port={master[1]}", "launch/train.py", *args,
-            ]  # fmt: skip
-        # accelerate launch with its DeepSpeed plugin on the same JSON, which then names --deepspeed
-        at = args.index("--deepspeed")
-        return [
-            f"{VENV_BIN}/accelerate", "launch", "--num_machines=2", "--num_processes=2",
-            f"--machine_rank={i}", f"--main_process_ip={master[0]}", f"--main_process_port={master[1]}",
-            "--use_deepspeed", f"--deepspeed_config_file={cfg}", "--deepspeed_multinode_launcher=standard",
-            "launch/train.py", *args[:at], *args[at + 2 :],
-        ]  # fmt: skip
-
-    return command
-
-
 @pytest.mark.parametrize("kind", ["no_ssh", "torchrun", "accelerate"])
 def test_one_launcher_per_node(cluster: Cluster, tmp_path: Path, kind: str) -> None:
     cfg = config(tmp_path)
     args = train_args(cluster, cfg, *STEPS)
-    procs = launch_each_node(cluster, _per_node(kind, cfg, args, cluster.hostfile()), logs=tmp_path / "logs",
-                             GLOO_SOCKET_IFNAME="eth0")  # fmt: skip
+    command = per_node_command(kind, cfg, args, cluster.hostfile())
+    procs = launch_each_node(cluster, command, logs=tmp_path / "logs", GLOO_SOCKET_IFNAME="eth0")
     codes, log = finish_all(procs, tmp_path / "logs")
     assert codes == [0, 0], log[-6000:]
     _check_two_nodes_trained(cluster, log, cfg)
