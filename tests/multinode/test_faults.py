@@ -13,7 +13,10 @@ from tests.multinode.cluster import Cluster
 from tests.multinode.jobs import (
     config,
     finish,
+    finish_all,
+    launch_each_node,
     launch_pdsh,
+    per_node_command,
     rank_processes,
     records,
     switch_s3,
@@ -94,3 +97,30 @@ def test_a_fault_ends_the_whole_job_in_bounded_time_then_resume_auto_continues(
         assert code == 0, text[-4000:]
         states = [(r["state"], r["step"]) for r in records(cluster, "run_state")]
         assert ("resumed", k) in states and states[-1] == ("finished", k + 2), states
+
+
+@pytest.mark.parametrize(("launcher", "fault"), [("torchrun", "SIGSTOP rank 1"), ("no_ssh", "partition")])
+def test_with_one_launcher_per_node_every_nodes_launcher_ends_in_bounded_time(
+    cluster: Cluster, tmp_path: Path, launcher: str, fault: str
+) -> None:
+    """No pdsh to tear the job down: each node's own launcher must end (torchrun's agent, DeepSpeed's
+    --no_ssh), the frozen rank by its watchdog, the partitioned node by its own timeout."""
+    cfg = config(tmp_path)
+    args = train_args(
+        cluster, cfg, "--max-steps", "100000", "--save-every", "100000", "--log-every", "1",
+        "--eval-every", "100000", "--dist-timeout", str(DIST_TIMEOUT),
+    )  # fmt: skip
+    logs = tmp_path / "logs"
+    procs = launch_each_node(cluster, per_node_command(launcher, cfg, args, cluster.hostfile()), logs=logs,
+                             GLOO_SOCKET_IFNAME="eth0")  # fmt: skip
+    wait_for_step(cluster, 5, procs[0], logs / "node0")
+    _inject(cluster, fault)
+    started = time.monotonic()
+    codes, text = finish_all(procs, logs, timeout=BOUND + 60)
+    elapsed = time.monotonic() - started
+    print(f"{launcher}, {fault}: both nodes' launchers exited {codes} within {elapsed:.1f} s")
+    assert all(code != 0 for code in codes), text[-4000:]
+    assert elapsed <= BOUND, text[-4000:]
+    assert not any(rank_processes(cluster, i) for i in (0, 1))
+    if fault == "SIGSTOP rank 1":
+        assert "error: rank 1 stopped answering" in text and "gave no sign of life" in text, text[-4000:]
