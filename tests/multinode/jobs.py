@@ -9,7 +9,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,12 +134,16 @@ def switch_s3(cluster: Cluster) -> Iterator[SwitchS3]:
 
 
 def rank_processes(cluster: Cluster, node: int) -> list[psutil.Process]:
-    """The trainer's rank processes alive on `node` (not DeepSpeed's per-node launcher)."""
-    return [
-        p
-        for p in cluster.processes(node, "launch/train.py")
-        if "deepspeed.launcher" not in " ".join(p.cmdline())
-    ]
+    """The trainer's rank processes alive on `node`: `python [-flags] launch/train.py ...`, not the
+    launchers that start them (DeepSpeed's per-node launch, torchrun's or accelerate's agent)."""
+    ranks = []
+    for proc in cluster.processes(node, "launch/train.py"):
+        with suppress(psutil.Error):
+            cmd = proc.cmdline()
+            before = cmd[: cmd.index("launch/train.py")] if "launch/train.py" in cmd else []
+            if before and all(arg.startswith("-") for arg in before[1:]):
+                ranks.append(proc)
+    return ranks
 
 
 def uploaded_steps(log: str) -> list[int]:
