@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from step_profile import phase
 from torch import Tensor, nn
+
+from benchmarks.step_profile import phase
 
 
 @dataclass(frozen=True)

@@ -38,14 +38,12 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from nanogpt_recipe import NanoConfig, NanoRecipe  # noqa: E402
-from step_profile import phase, profile_steps  # noqa: E402
-from trainer_report import label, write_report  # noqa: E402
-
+from benchmarks.baselines import PlainLoop, Step, nano_config, window_rates  # noqa: E402
+from benchmarks.nanogpt_recipe import NanoRecipe  # noqa: E402
+from benchmarks.step_profile import phase, profile_steps  # noqa: E402
+from benchmarks.trainer_report import label, write_report  # noqa: E402
 from llm.config import DataConfig  # noqa: E402
-from llm.data.loader import BatchSampler  # noqa: E402
 from llm.data.prepare import load_dataset, prepare_dataset  # noqa: E402
 from llm.model.config import GPTConfig, from_preset  # noqa: E402
 from llm.model.gpt import GPT  # noqa: E402
@@ -55,7 +53,6 @@ from llm.telemetry.mfu import cpu_peak_flops, model_matmul_shapes  # noqa: E402
 SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 256}
 MICRO_BATCH = 8
 RESULTS = REPO / "benchmarks" / "results"
-Step = Callable[[], torch.Tensor]  # one optimizer step; returns the loss, not yet synchronised
 
 
 @dataclass(frozen=True)
@@ -73,57 +70,6 @@ class Variant:
             + ("_forloop" if self.for_loop else "")
             + ("_dashboard" if self.dashboard else "")
         )
-
-
-class PlainLoop:
-    """Our GPT with a hand-written loop: forward, backward, clip, AdamW step (decay on matrices)."""
-
-    def __init__(self, cfg: GPTConfig, tokens: np.ndarray) -> None:
-        torch.manual_seed(1337)
-        self.model = GPT(cfg)
-        decay = [p for p in self.model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
-        )  # fmt: skip
-        self.sampler = BatchSampler(
-            tokens, block_size=cfg.block_size, micro_batch=MICRO_BATCH, rank=0, world_size=1, seed=1337
-        )
-
-    def step(self) -> torch.Tensor:
-        with phase("next_batch"):
-            x, y = self.sampler.next_batch()
-        with phase("forward"):
-            _, loss = self.model(x, y)
-        assert loss is not None
-        with phase("zero_grad"):
-            self.optimizer.zero_grad(set_to_none=True)
-        with phase("backward"):
-            loss.backward()
-        with phase("clip"):
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        with phase("optimizer"):
-            self.optimizer.step()
-        return loss.detach()
-
-
-def window_rates(step: Step, *, warmup: int, steps: int, log_every: int, tokens_per_step: int) -> list[float]:
-    """tokens/s of each logging window after warm-up, timed as the trainer times its windows:
-    the window opens when the last one closed and closes after `loss.item()`."""
-    rates: list[float] = []
-    start, in_window = time.perf_counter(), 0
-    for n in range(1, warmup + steps + 1):
-        loss = step()
-        in_window += 1
-        if n % log_every == 0:
-            with phase("loss.item (log)"):
-                loss.item()
-            elapsed = time.perf_counter() - start
-            if n - in_window >= warmup:
-                rates.append(in_window * tokens_per_step / elapsed)
-            start, in_window = time.perf_counter(), 0
-    return rates
 
 
 def trainer_cmd(
@@ -215,8 +161,8 @@ def profile_all(
 ) -> dict[str, Any]:
     """Per-step breakdown of each loop (torch.profiler, CPU time): phases and top ops by self time."""
     print(f"profiling {steps} steps of each after {warmup} warm-up steps ...", flush=True)
-    nano = NanoRecipe(_nano_config(cfg), tokens, batch=MICRO_BATCH, total_steps=warmup + steps)
-    plain = PlainLoop(cfg, tokens)
+    nano = NanoRecipe(nano_config(cfg), tokens, batch=MICRO_BATCH, total_steps=warmup + steps)
+    plain = PlainLoop(cfg, tokens, micro_batch=MICRO_BATCH)
 
     def with_sync(step: Step) -> Callable[[], None]:
         def run() -> None:
@@ -245,16 +191,6 @@ def profile_all(
                 raise SystemExit(f"profiling the trainer failed:\n{done.stderr[-3000:]}")
             out[variant.name] = json.loads(target.read_text())
     return out
-
-
-def _nano_config(cfg: GPTConfig) -> NanoConfig:
-    return NanoConfig(
-        vocab_size=cfg.vocab_size,
-        block_size=cfg.block_size,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        n_embd=cfg.n_embd,
-    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -315,9 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     fused = False
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
-            rounds["plain"].append(median_rate(PlainLoop(cfg, dataset.train).step))
+            rounds["plain"].append(median_rate(PlainLoop(cfg, dataset.train, micro_batch=MICRO_BATCH).step))
             nano = NanoRecipe(
-                _nano_config(cfg), dataset.train, batch=MICRO_BATCH, total_steps=args.warmup + args.steps
+                nano_config(cfg), dataset.train, batch=MICRO_BATCH, total_steps=args.warmup + args.steps
             )
             fused = nano.fused
             rounds["nanogpt"].append(median_rate(nano.step))

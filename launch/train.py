@@ -79,6 +79,9 @@ if __name__ == "__main__":
     # error. Leave without the interpreter's teardown: with several ranks it has aborted in native
     # code under load ("terminate called without an active exception" from a thread left joinable,
     # exit 134), failing a finished job or turning a usage error's exit 2 into a SIGABRT.
+    from llm.telemetry.gpu_memory import write_reports
+
+    write_reports()  # what atexit would have written (GPU_MEMORY_REPORT_DIR)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code or 0)

@@ -36,6 +36,7 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     registered: list[Any] = []
     monkeypatch.setattr(atexit, "register", lambda fn, *args: registered.append((fn, args)))
     seen["at_exit"] = registered
+    monkeypatch.setattr(gpu_memory, "_PENDING", [])
     return seen
 
 
@@ -47,8 +48,8 @@ def test_the_cap_sets_the_allocator_fraction_and_the_report_records_the_peak(
     )
     assert fake_cuda["fraction"] == pytest.approx(24 / 141)
     assert setting == {"device": "NVIDIA H200", "total_gib": 141.0, "cap_gib": 24.0, "fraction": 24 / 141}
-    ((write, args),) = [(fn, args) for fn, args in fake_cuda["at_exit"] if fn is gpu_memory._write_report]
-    write(*args)  # what the process does as it exits
+    assert gpu_memory.write_reports in [fn for fn, _ in fake_cuda["at_exit"]]
+    gpu_memory.write_reports()  # what launch/train.py does before os._exit (and atexit elsewhere)
     report = json.loads((tmp_path / "rank3.json").read_text())
     assert report["rank"] == 3 and report["cap_gib"] == 24.0
     assert (report["max_allocated_gib"], report["max_reserved_gib"]) == (20.0, 21.0)
@@ -57,7 +58,7 @@ def test_the_cap_sets_the_allocator_fraction_and_the_report_records_the_peak(
 def test_no_variables_no_cap(fake_cuda: dict[str, Any]) -> None:
     assert apply_memory_cap({}) is None
     assert "fraction" not in fake_cuda
-    assert gpu_memory._write_report not in [fn for fn, _ in fake_cuda["at_exit"]]
+    assert gpu_memory._PENDING == []
 
 
 def test_a_cap_above_the_card_leaves_it_uncapped(fake_cuda: dict[str, Any]) -> None:

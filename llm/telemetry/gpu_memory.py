@@ -29,6 +29,7 @@ from llm.errors import UsageError
 CAP_ENV = "GPU_MEMORY_CAP_GIB"
 REPORT_ENV = "GPU_MEMORY_REPORT_DIR"
 GIB = 2**30
+_PENDING: list[tuple[Path, dict[str, Any]]] = []  # the report each rank writes at exit
 
 
 def apply_memory_cap(environ: Mapping[str, str] = os.environ) -> dict[str, Any] | None:
@@ -54,8 +55,17 @@ def apply_memory_cap(environ: Mapping[str, str] = os.environ) -> dict[str, Any] 
     }
     if report_dir:
         rank = int(environ.get("RANK", 0))
-        atexit.register(_write_report, Path(report_dir) / f"rank{rank}.json", {"rank": rank, **setting})
+        if not _PENDING:
+            atexit.register(write_reports)
+        _PENDING.append((Path(report_dir) / f"rank{rank}.json", {"rank": rank, **setting}))
     return setting
+
+
+def write_reports() -> None:
+    """Write the reports `apply_memory_cap` promised. At exit by itself; launch/train.py, which leaves
+    through os._exit (no atexit), calls it first."""
+    for path, setting in _PENDING:
+        _write_report(path, setting)
 
 
 def peak_memory_gib() -> dict[str, float]:

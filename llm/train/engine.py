@@ -121,7 +121,7 @@ def init_distributed(*, timeout_s: float) -> DistInfo:
     info = dist_env()
     if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
         # ranks on one machine share its cores; oversubscribed threads slow every rank down
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.local_world_size))
+        torch.set_num_threads(cpu_threads(info.local_world_size))
     timeout = timedelta(seconds=timeout_s)
     # Groups made without a timeout (ZeRO's, DeepSpeed's) take torch's default for their backend:
     # gloo's and NCCL's are separate (NCCL's is 10 minutes), so lower both.
@@ -178,6 +178,16 @@ def group_timeouts() -> dict[str, float]:
             name = group.group_name if len(backends) == 1 else f"{group.group_name}:{kind}"
             found[name] = backend.options._timeout.total_seconds()
     return found
+
+
+def cpu_threads(local_world_size: int) -> int:
+    """Threads for each of a node's `local_world_size` ranks: the CPUs this process may run on (its
+    affinity: taskset, a cgroup's cpuset), shared among them."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform (macOS)
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, local_world_size))
 
 
 def device() -> torch.device:

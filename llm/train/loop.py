@@ -16,6 +16,7 @@ from llm.config import CheckpointConfig, LoopConfig
 from llm.data.loader import BatchSampler, eval_batches
 from llm.data.prepare import PreparedDataset, bytes_per_token
 from llm.ds_config import DeepSpeedSettings
+from llm.telemetry.rank_stats import StepTimers
 from llm.telemetry.schema import (
     ControlEvent,
     EvalEvent,
@@ -65,6 +66,7 @@ class LoopContext:
     uploader: CheckpointUploader | None = None  # each node's local rank 0, when they do
     gathered: bool = False  # --checkpoint-sync rsync: rank 0 gathers every node's shards (every rank knows)
     sync: NodeSync | None = None  # rank 0's, when it does
+    timers: StepTimers | None = None  # DeepSpeed's per-step timers, where the JSON turns them on
 
 
 def evaluate(ctx: LoopContext, *, num_batches: int) -> tuple[float, float] | None:
@@ -135,6 +137,8 @@ def train(
                 ctx.params.before_step()  # the reduced gradients live only until the optimizer step
             engine.step()
             loss_sum += loss.detach()
+        if ctx.timers is not None:
+            ctx.timers.record()
         step += 1
         if sample_params:
             _log_params(ctx, step)

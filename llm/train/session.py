@@ -25,7 +25,7 @@ from llm.errors import UsageError, fail
 from llm.model.config import GPTConfig, stored_model
 from llm.model.gpt import GPT
 from llm.model.sampling import generate
-from llm.telemetry import dashboard_link
+from llm.telemetry import dashboard_link, rank_stats
 from llm.telemetry.mfu import model_matmul_shapes, peak_flops
 from llm.telemetry.reporter import ReporterSink
 from llm.telemetry.schema import RunStateEvent
@@ -127,6 +127,7 @@ def run(plan: Plan) -> int:
     cfg = plan.cfg
     stop = StopSignal()
     info = init_distributed(timeout_s=cfg.dist_timeout)
+    rank_stats.mark_start()
     # A spare group: data preparation may outlast --dist-timeout, so its wait has no such bound; after
     # a timeout elsewhere it is still healthy enough to find out which rank stopped answering.
     spare = Collectives(timeout_s=max(cfg.dist_timeout, 24 * 3600), force_group=True)
@@ -228,6 +229,7 @@ def run(plan: Plan) -> int:
         if uploader is not None:
             remote_sync.upload_run_files(uploader, run_dir, ["run.json", TOKENIZER_COPY])
 
+    timers = rank_stats.StepTimers(engine)
     ctx = LoopContext(
         engine=engine,
         collectives=collectives,
@@ -252,6 +254,7 @@ def run(plan: Plan) -> int:
         uploader=uploader,
         gathered=gathered,
         sync=sync,
+        timers=timers,
     )
     if start is not None and start.manifest.lr_scale != 1.0:
         ctx.control.lr.set(start.manifest.lr_scale)  # the dashboard's change survives the resume
@@ -263,6 +266,9 @@ def run(plan: Plan) -> int:
         _report_lost_ranks(spare, err, timeout_s=cfg.dist_timeout, is_main=info.is_main)
         return 1
     upload_failed = _finish_uploads(uploader, is_main=info.is_main) | _finish_sync(sync)
+    summaries = collectives.gather(rank_stats.summary(rank=info.rank, node=info.node, timers=timers))
+    if info.is_main:
+        rank_stats.write(run_dir, summaries)
     if events is not None:
         state = "stopped" if result.stopped_by_signal else "finished"
         events.emit(RunStateEvent, state=state, step=result.step, detail=str(run_dir))

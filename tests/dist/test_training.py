@@ -41,6 +41,11 @@ def test_two_ranks_lower_validation_loss_by_30_percent(tmp_path: Path, corpus: s
     train = metrics(run_dir, "train")
     assert {"loss", "lr", "grad_norm", "loss_scale", "tokens_per_s", "mfu"} <= set(train[-1])
     assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 for r in train)
+    # each rank's own figures, gathered by rank 0 at the end; no per-step timers unless the JSON asks
+    stats = json.loads((run_dir / "rank_stats.json").read_text())["ranks"]
+    assert [r["rank"] for r in stats] == [0, 1]
+    assert all(0 < r["memory"]["start_bytes"] < r["memory"]["peak_bytes"] for r in stats)
+    assert all(r["memory"]["kind"] == "cpu" and r["timers_ms"] == {} for r in stats)
 
 
 def _weights_after_one_step(tmp_path: Path, name: str, *, micro: int, accum: int) -> dict[str, torch.Tensor]:

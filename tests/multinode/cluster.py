@@ -65,9 +65,10 @@ def _ip(*args: str) -> None:
 class Cluster:
     """`nodes` simulated nodes under `root` (keys, configs, logs, disks). Use as a context manager."""
 
-    def __init__(self, root: Path, nodes: int = 2) -> None:
+    def __init__(self, root: Path, nodes: int = 2, cpus: list[str] | None = None) -> None:
         self.root = root
         self.count = nodes
+        self.cpus = cpus  # node i's processes run on CPUs cpus[i] (taskset's list), as on its own machine
         self.tag = uuid.uuid4().hex[:6]  # namespace names of concurrent clusters never collide
         self.switch = f"llm{self.tag}-sw"
         self.pid1: dict[int, int] = {}
@@ -174,8 +175,8 @@ class Cluster:
         )
         log = (self.logs / f"node{i}.out").open("ab")
         outer = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "--pid", "--fork", "--mount-proc",
-             "--propagation", "private", "sh", "-c", f"{mounts} && {sshd}"],
+            [*self._pin(i), "ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "--pid", "--fork",
+             "--mount-proc", "--propagation", "private", "sh", "-c", f"{mounts} && {sshd}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         log.close()
@@ -294,7 +295,10 @@ class Cluster:
 
     def _enter(self, i: int, command: str) -> list[str]:
         pid = self.pid1[i]
-        return ["nsenter", "-t", str(pid), "-n", "-u", "-m", "-p", "--", "bash", "-c", command]
+        return [*self._pin(i), "nsenter", "-t", str(pid), "-n", "-u", "-m", "-p", "--", "bash", "-c", command]
+
+    def _pin(self, i: int) -> list[str]:
+        return ["taskset", "-c", self.cpus[i]] if self.cpus else []
 
     @staticmethod
     def _namespaces() -> set[str]:

@@ -1,0 +1,673 @@
+"""Throughput, MFU, memory and step-time breakdown of the trainer, one device against many, with
+baselines measured in the same run: the benchmark of docs/benchmarks.md.
+
+    .venv/bin/python -m benchmarks.run --scenarios single,multi-rank,multi-node --model gpt2-small --steps 50
+
+Scenarios, each through the real launcher (`deepspeed launch/train.py --deepspeed CFG ...`):
+- `single`: one rank (`--num_gpus 1`); baselines: a plain PyTorch loop over our GPT and nanoGPT's recipe
+  (benchmarks/baselines.py), one process each, same model, micro-batch, dtype and data.
+- `multi-rank`: `--ranks N` ranks on this machine (default: every GPU, or 2 on a CPU); baseline: PyTorch
+  DDP over torchrun with as many ranks.
+- `multi-node`: `--hostfile H` (pdsh over ssh, as users launch); on a machine without one, two simulated
+  nodes (network namespaces with their own sshd and disks, tests/multinode/cluster.py; needs root).
+- `--zero-stages 0,1,2,3` adds the multi-rank scenario at each ZeRO stage, for memory per rank.
+
+Each run takes `--warmup` steps that are not measured, then `--steps` measured ones. From the trainer's
+metrics.jsonl: tokens/s (whole job and per device), TFLOP/s and MFU of the windows after warm-up; from
+its rank_stats.json (the JSON's `wall_clock_breakdown` is turned on in the copy this script writes):
+each rank's peak memory and DeepSpeed's timers per step (forward, backward, gradient all-reduce,
+optimizer step). Scaling efficiency is tokens/s ÷ (ranks × the single run's tokens/s). With `--rounds R`
+every scenario and baseline runs R times, interleaved, and figures are medians over rounds.
+
+Writes OUT/<date>-<host>-<commit>.json (with the environment: devices, driver, CUDA, torch, deepspeed,
+interconnect, hostfile, configs and their sha256), a Markdown report with PNG plots beside it, and a
+row at the top of benchmarks/README.md's table (`--no-record` leaves the README alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+README = REPO / "benchmarks" / "README.md"
+VENV_BIN = Path(sys.executable).parent
+SCENARIOS = ("single", "multi-rank", "multi-node")
+TIMERS = ("fwd", "bwd_inner", "bwd_allreduce", "step")
+NEVER = "1000000000"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # "single", "multi-rank", "multi-node", or "zero<N>" (the multi-rank run at ZeRO-N)
+    ranks: int
+    nodes: int
+    zero_stage: int
+    warmup: int
+    steps: int
+
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        if self.name == "single":
+            return ("plain", "nanogpt")
+        return ("ddp",) if self.name == "multi-rank" else ()
+
+
+# -- running -----------------------------------------------------------------------------------------
+def child_env(args: argparse.Namespace) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    if not args.gpu:  # the CPU path, even where a GPU exists
+        env.update(CUDA_VISIBLE_DEVICES="", DS_ACCELERATOR="cpu")
+    return env
+
+
+def bench_config(args: argparse.Namespace, workdir: Path, stage: int) -> Path:
+    """The user's DeepSpeed JSON with DeepSpeed's per-step timers on, at ZeRO `stage`."""
+    config = json.loads(args.deepspeed.read_text())
+    config["wall_clock_breakdown"] = True
+    config["train_micro_batch_size_per_gpu"] = args.micro_batch
+    config["zero_optimization"] = {**config.get("zero_optimization", {}), "stage": stage}
+    path = workdir / f"{args.deepspeed.stem}-zero{stage}.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def model_flags(args: argparse.Namespace) -> list[str]:
+    flags = ["--model", args.model]
+    for name in ("n_layer", "n_head", "n_embd", "block_size"):
+        value = getattr(args, name)
+        if value is not None:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags
+
+
+def train_flags(args: argparse.Namespace, scenario: Scenario, config: Path, run_dir: Path) -> list[str]:
+    return [
+        "launch/train.py", "--deepspeed", str(config), *model_flags(args),
+        "--max-steps", str(scenario.warmup + scenario.steps), "--log-every", str(args.log_every),
+        "--eval-every", NEVER, "--eval-batches", "1", "--save-every", NEVER, "--keep-last", "1",
+        "--sample-tokens", "0", "--no-progress", "--run-dir", str(run_dir),
+        "--data-cache", str(args.data_cache),
+    ]  # fmt: skip
+
+
+def launch(
+    args: argparse.Namespace, scenario: Scenario, script: list[str], log: Path, nodes: SimulatedNodes | None
+) -> int:
+    """`deepspeed [--num_gpus N | --hostfile H] SCRIPT ...` as the scenario launches; the exit code."""
+    if scenario.nodes > 1:
+        assert nodes is not None
+        return nodes.launch(script, log=log, env=child_env(args))
+    launcher = [
+        str(VENV_BIN / "deepspeed"),
+        "--num_gpus",
+        str(scenario.ranks),
+        "--master_port",
+        str(args.port),
+    ]
+    with log.open("w") as out:
+        done = subprocess.run(
+            [*launcher, *script], cwd=REPO, env=child_env(args), stdout=out, stderr=subprocess.STDOUT
+        )
+    return done.returncode
+
+
+def run_trainer(
+    args: argparse.Namespace, scenario: Scenario, workdir: Path, round_: int, nodes: SimulatedNodes | None
+) -> dict[str, Any]:
+    config = bench_config(args, workdir, scenario.zero_stage)
+    name = f"{scenario.name}-r{round_}"
+    log = workdir / f"{name}.log"
+    run_dir = nodes.run_dir(name) if nodes is not None and scenario.nodes > 1 else workdir / name
+    code = launch(args, scenario, train_flags(args, scenario, config, run_dir), log, nodes)
+    if code != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"the trainer failed in scenario {scenario.name} (exit {code}):\n{tail}")
+    if nodes is not None and scenario.nodes > 1:
+        run_dir = nodes.readable(run_dir)
+    return trainer_figures(args, scenario, run_dir)
+
+
+def probe_link(
+    args: argparse.Namespace, scenario: Scenario, workdir: Path, nodes: SimulatedNodes | None
+) -> dict[str, Any]:
+    """benchmarks/linkprobe.py through the scenario's launcher: its ranks' all-reduce bandwidth."""
+    log = workdir / f"{scenario.name}-linkprobe.log"
+    code = launch(args, scenario, ["benchmarks/linkprobe.py", "--mib", str(args.probe_mib)], log, nodes)
+    text = log.read_text(errors="replace")
+    found = [line.split("LINKPROBE ", 1)[1] for line in text.splitlines() if "LINKPROBE " in line]
+    if code != 0 or not found:
+        raise SystemExit(f"the link probe failed in scenario {scenario.name} (exit {code}):\n{text[-3000:]}")
+    return dict(json.loads(found[-1]))
+
+
+def trainer_figures(args: argparse.Namespace, scenario: Scenario, run_dir: Path) -> dict[str, Any]:
+    """What one trainer run measured, from its run directory."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    train = [
+        r
+        for r in map(json.loads, lines)
+        if r["type"] == "train" and r["step"] - args.log_every >= scenario.warmup
+    ]
+    run = json.loads((run_dir / "run.json").read_text())
+    ranks = json.loads((run_dir / "rank_stats.json").read_text())["ranks"]
+    if not train:
+        raise SystemExit(
+            f"{run_dir}: no train record after the warm-up "
+            f"(steps {scenario.steps}, warm-up {scenario.warmup})"
+        )
+    breakdown = {}
+    for timer in TIMERS:  # the median step of each rank after warm-up, averaged over ranks
+        per_rank = [
+            statistics.median(r["timers_ms"][timer][scenario.warmup :])
+            for r in ranks
+            if r["timers_ms"].get(timer)
+        ]
+        if per_rank:
+            breakdown[timer] = statistics.fmean(per_rank)
+    return {
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in train),
+        "tflops": statistics.median(r["tflops"] for r in train),
+        "mfu": statistics.median(r["mfu"] for r in train),
+        "step_ms": 1000 * statistics.median(r["step_time"] for r in train),
+        "window_rates": [r["tokens_per_s"] for r in train],
+        "breakdown_ms": breakdown,
+        "ranks": [{k: r[k] for k in ("rank", "node", "threads", "memory")} for r in ranks],
+        "run": {k: run[k] for k in ("parameters", "peak_flops", "peak_flops_how", "model", "hardware")},
+    }
+
+
+def run_baseline(args: argparse.Namespace, kind: str, ranks: int) -> dict[str, Any]:
+    flags = [
+        kind, *model_flags(args), "--micro-batch", str(args.micro_batch), "--precision", args.precision,
+        "--steps", str(args.steps), "--warmup", str(args.warmup), "--log-every", str(args.log_every),
+        "--data-cache", str(args.data_cache),
+    ]  # fmt: skip
+    if kind == "ddp":
+        cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", str(ranks), "--master_port", str(args.port)]
+        cmd += ["-m", "benchmarks.baselines", *flags]
+    else:
+        cmd = [sys.executable, "-m", "benchmarks.baselines", *flags]
+    done = subprocess.run(cmd, cwd=REPO, env=child_env(args), capture_output=True, text=True)
+    found = [line for line in done.stdout.splitlines() if line.startswith("BASELINE ")]
+    if done.returncode != 0 or not found:
+        raise SystemExit(f"the {kind} baseline failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    result = json.loads(found[-1].removeprefix("BASELINE "))
+    return {"tokens_per_s": statistics.median(result["window_rates"]), **result}
+
+
+class SimulatedNodes:
+    """Two nodes on this machine (tests/multinode/cluster.py), or the user's hostfile."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args, self.workdir = args, workdir
+        self.cluster: Any = None
+        self.env_file = workdir / "cluster" / "deepspeed_env"
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self) -> SimulatedNodes:
+        if self.args.hostfile is None:
+            from tests.multinode.cluster import Cluster, netns_problem
+
+            problem = netns_problem()
+            if problem:
+                raise SystemExit(f"multi-node: no --hostfile, and simulated nodes cannot run here: {problem}")
+            self.cluster = self.stack.enter_context(
+                Cluster(self.workdir / "cluster", nodes=2, cpus=node_cpus(2))
+            )
+            # as docs/multinode.md: the preflight on node0 writes .deepspeed_env for the remote ranks
+            preflight = (
+                f"cd {REPO} && {sys.executable} -m llm.preflight --hostfile {self.hostfile()} "
+                f"--deepspeed {self.args.deepspeed} --master-port {self.args.port} "
+                f"--run-dir {self.cluster.local} "
+                "--min-free-gb 0 --write-env --socket-ifname eth0"
+            )
+            env = {**child_env(self.args), "DS_ENV_FILE": str(self.env_file)}
+            self.cluster.sh(0, preflight, env=env, timeout=120)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.close()
+
+    @property
+    def count(self) -> int:
+        if self.cluster is not None:
+            return int(self.cluster.count)
+        return len(hostfile_hosts(self.args.hostfile))
+
+    def hostfile(self) -> Path:
+        if self.cluster is not None:
+            return Path(self.cluster.hostfile(slots=self.args.slots))
+        return Path(self.args.hostfile)
+
+    def run_dir(self, name: str) -> Path:
+        """Where rank 0 writes: node0's own disk for simulated nodes; else a run folder here."""
+        if self.cluster is not None:
+            return Path(self.cluster.local) / name
+        return self.workdir / name
+
+    def readable(self, run_dir: Path) -> Path:
+        if self.cluster is not None:
+            return Path(self.cluster.disk(0)) / run_dir.name
+        return run_dir
+
+    def launch(self, flags: list[str], *, log: Path, env: dict[str, str]) -> int:
+        hostfile = str(self.hostfile())
+        launcher = [str(VENV_BIN / "deepspeed"), "--hostfile", hostfile, "--master_port", str(self.args.port)]
+        if self.cluster is None:
+            with log.open("w") as out:
+                return subprocess.run(
+                    [*launcher, *flags], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+                ).returncode
+        env = {**env, "DS_ENV_FILE": str(self.env_file)}
+        proc = self.cluster.popen(0, " ".join(launcher + flags), env=env, log=log, cwd=REPO)
+        return int(proc.wait(timeout=3600))
+
+
+def node_cpus(nodes: int) -> list[str] | None:
+    """Each simulated node its own share of this machine's CPUs (taskset lists), as separate machines
+    would have; None (shared) where there are fewer CPUs than nodes."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < nodes:
+        return None
+    share = len(cpus) // nodes
+    return [",".join(str(c) for c in cpus[i * share : (i + 1) * share]) for i in range(nodes)]
+
+
+def hostfile_hosts(path: Path) -> list[str]:
+    hosts = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            hosts.append(line.split()[0])
+    return hosts
+
+
+# -- the whole run ---------------------------------------------------------------------------------
+def plan(args: argparse.Namespace) -> list[Scenario]:
+    stage = json.loads(args.deepspeed.read_text()).get("zero_optimization", {}).get("stage", 0)
+    out = []
+    for name in args.scenarios:
+        if name == "single":
+            out.append(Scenario("single", 1, 1, stage, args.warmup, args.steps))
+        elif name == "multi-rank":
+            out.append(Scenario("multi-rank", args.ranks, 1, stage, args.warmup, args.steps))
+        else:
+            nodes = len(hostfile_hosts(args.hostfile)) if args.hostfile else 2
+            out.append(Scenario("multi-node", nodes * args.slots, nodes, stage, args.warmup, args.steps))
+    out += [
+        # for memory: one window after one window of warm-up (a peak is reached within a step or two)
+        Scenario(f"zero{z}", args.ranks, 1, z, args.log_every, args.log_every)
+        for z in args.zero_stages
+        if not (z == stage and "multi-rank" in args.scenarios)
+    ]
+    return out
+
+
+def measure(args: argparse.Namespace, scenarios: list[Scenario], workdir: Path) -> dict[str, Any]:
+    trainer: dict[str, list[dict[str, Any]]] = {s.name: [] for s in scenarios}
+    baselines: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    links: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        nodes = None
+        if any(s.nodes > 1 for s in scenarios):
+            nodes = stack.enter_context(SimulatedNodes(args, workdir))
+        for round_ in range(args.rounds):
+            for s in scenarios:
+                print(
+                    f"round {round_ + 1}: {s.name}: the trainer, {s.ranks} rank(s) on {s.nodes} node(s) ...",
+                    flush=True,
+                )
+                trainer[s.name].append(run_trainer(args, s, workdir, round_, nodes))
+                if round_ == 0 and s.name in ("multi-rank", "multi-node"):
+                    print(f"{s.name}: the link probe ...", flush=True)
+                    links[s.name] = probe_link(args, s, workdir, nodes)
+                for kind in s.baselines:
+                    print(f"round {round_ + 1}: {s.name}: baseline {kind} ...", flush=True)
+                    baselines.setdefault((s.name, kind), []).append(run_baseline(args, kind, s.ranks))
+    return {"trainer": trainer, "baselines": baselines, "links": links}
+
+
+def summarise(
+    args: argparse.Namespace, scenarios: list[Scenario], measured: dict[str, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for s in scenarios:
+        rounds = measured["trainer"][s.name]
+        first = rounds[0]
+        tokens = statistics.median(r["tokens_per_s"] for r in rounds)
+        row: dict[str, Any] = {
+            "ranks": s.ranks, "nodes": s.nodes, "zero_stage": s.zero_stage, "warmup_steps": s.warmup,
+            "steps": s.steps,
+            "tokens_per_s": tokens, "tokens_per_s_per_device": tokens / s.ranks,
+            "tflops": statistics.median(r["tflops"] for r in rounds),
+            "mfu": statistics.median(r["mfu"] for r in rounds),
+            "step_ms": statistics.median(r["step_ms"] for r in rounds),
+            "rounds_tokens_per_s": [r["tokens_per_s"] for r in rounds],
+            "breakdown_ms": {
+                t: statistics.median(r["breakdown_ms"][t] for r in rounds) for t in first["breakdown_ms"]
+            },
+            "peak_memory_bytes": _peaks(rounds, s.ranks),
+            "start_memory_bytes": [first["ranks"][i]["memory"].get("start_bytes") for i in range(s.ranks)],
+            "nodes_of_ranks": [r["node"] for r in first["ranks"]],
+            "peak_flops": first["run"]["peak_flops"],
+            "parameters": first["run"]["parameters"],
+            "baselines": {},
+        }  # fmt: skip
+        row["breakdown_ms"]["other"] = max(0.0, row["step_ms"] - sum(row["breakdown_ms"].values()))
+        flops_per_token = row["tflops"] * 1e12 / tokens if tokens else 0.0
+        for kind in s.baselines:
+            runs = measured["baselines"][(s.name, kind)]
+            rate = statistics.median(r["tokens_per_s"] for r in runs)
+            row["baselines"][kind] = {
+                "tokens_per_s": rate,
+                "rounds_tokens_per_s": [r["tokens_per_s"] for r in runs],
+                "mfu": rate * flops_per_token / row["peak_flops"] if row["peak_flops"] else 0.0,
+                "peak_memory_bytes": _peaks(runs, s.ranks),
+                "ours_over_baseline": tokens / rate,
+            }
+        row["link"] = measured["links"].get(s.name)
+        out[s.name] = row
+    single = out.get("single")
+    for row in out.values():
+        row["scaling_efficiency"] = (
+            row["tokens_per_s"] / (row["ranks"] * single["tokens_per_s"]) if single else None
+        )
+    return out
+
+
+def _peaks(runs: list[dict[str, Any]], ranks: int) -> list[int]:
+    """Each rank's peak memory, the largest over rounds."""
+    return [max(r["ranks"][i]["memory"]["peak_bytes"] for r in runs) for i in range(ranks)]
+
+
+def theory_bytes_per_parameter(stage: int, ranks: int, precision: str) -> float:
+    """Model states per parameter with Adam (ZeRO paper, §3): weights W, gradients G and optimizer
+    states K (fp32 m and v, plus an fp32 master copy when training in fp16/bf16); stage 1 shards K,
+    stage 2 also G, stage 3 also W, each across `ranks`."""
+    w = g = 2 if precision in ("fp16", "bf16") else 4
+    k = 12 if precision in ("fp16", "bf16") else 8
+    if stage == 0:
+        return w + g + k
+    if stage == 1:
+        return w + g + k / ranks
+    if stage == 2:
+        return w + (g + k) / ranks
+    return (w + g + k) / ranks
+
+
+def environment(args: argparse.Namespace, scenarios: list[Scenario]) -> dict[str, Any]:
+    import deepspeed
+    import torch
+
+    from llm.version import code_version
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if args.gpu else []
+    configs = {
+        str(
+            args.deepspeed.relative_to(REPO) if args.deepspeed.is_relative_to(REPO) else args.deepspeed
+        ): args.deepspeed
+    }
+    if args.hostfile:
+        configs[str(args.hostfile)] = args.hostfile
+    multi_node = any(s.nodes > 1 for s in scenarios)
+    return {
+        "host": socket.gethostname(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "gpus": gpus,
+        "gpu_count": len(gpus),
+        "driver": _nvidia_driver() if gpus else None,
+        "cuda": torch.version.cuda if gpus else None,
+        "torch": torch.__version__,
+        "deepspeed": deepspeed.__version__,
+        "python": platform.python_version(),
+        "code": code_version(),
+        "interconnect": _interconnect(args) if multi_node else "one node (shared memory)",
+        "hostfile": args.hostfile.read_text()
+        if args.hostfile
+        else ("simulated: node0 slots=1, node1 slots=1" if multi_node else None),
+        "files": {
+            name: {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "content": p.read_text()}
+            for name, p in configs.items()
+        },
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _nvidia_driver() -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
+    return None
+
+
+def _interconnect(args: argparse.Namespace) -> str:
+    if args.hostfile is None:
+        cpus = node_cpus(2)
+        pinned = (
+            "each node pinned to its own CPUs ("
+            + "; ".join(f"node{i}: {c}" for i, c in enumerate(cpus))
+            + ")"
+            if cpus
+            else "the nodes share the CPUs"
+        )
+        return (
+            "simulated nodes: veth pairs on one Linux bridge between network namespaces (same host, no "
+            f"wire); {pinned}"
+        )
+    iface = os.environ.get("NCCL_SOCKET_IFNAME") or os.environ.get("GLOO_SOCKET_IFNAME")
+    speed = None
+    if iface:
+        with contextlib.suppress(OSError):
+            speed = Path(f"/sys/class/net/{iface}/speed").read_text().strip()
+    efa = "EFA (FI_PROVIDER=efa)" if os.environ.get("FI_PROVIDER") == "efa" else None
+    parts = [
+        p
+        for p in (f"socket interface {iface}" if iface else None, f"{speed} Mbit/s" if speed else None, efa)
+        if p
+    ]
+    return ", ".join(parts) or "not recorded (set NCCL_SOCKET_IFNAME to record the interface)"
+
+
+def result_stem(env: dict[str, Any], when: time.struct_time) -> str:
+    sha = (env["code"].get("git_sha") or "nogit")[:8] + ("-dirty" if env["code"].get("dirty") else "")
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in env["host"])
+    return f"{time.strftime('%Y-%m-%d-%H%M', when)}-{host}-{sha}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--scenarios", default="single,multi-rank", help=f"comma-separated: {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument("--model", default="tiny", help="a model preset (launch/train.py --model)")
+    for name in ("n_layer", "n_head", "n_embd", "block_size"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"override the preset's {name}")
+    parser.add_argument(
+        "--deepspeed",
+        type=Path,
+        help="DeepSpeed JSON (default: ds_configs/3090.json on a GPU, ds_configs/cpu.json on a CPU)",
+    )
+    parser.add_argument("--steps", type=int, default=50, help="measured steps per run, after warm-up")
+    parser.add_argument("--warmup", type=int, default=10, help="steps per run before measuring")
+    parser.add_argument(
+        "--log-every", type=int, default=5, help="steps per timing window (divides --steps and --warmup)"
+    )
+    parser.add_argument(
+        "--micro-batch", type=int, help="sequences per rank per micro-step (default: the JSON's)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="interleaved rounds; figures are medians over rounds"
+    )
+    parser.add_argument(
+        "--ranks", type=int, help="ranks of the multi-rank scenario (default: every GPU, or 2 on a CPU)"
+    )
+    parser.add_argument(
+        "--hostfile", type=Path, help="the multi-node scenario's hostfile (default: 2 simulated nodes)"
+    )
+    parser.add_argument("--slots", type=int, default=1, help="ranks per simulated node")
+    parser.add_argument(
+        "--zero-stages",
+        default="",
+        help="also run the multi-rank scenario at these ZeRO stages (memory per rank), e.g. 0,1,2,3",
+    )
+    parser.add_argument(
+        "--probe-mib",
+        type=int,
+        default=64,
+        help="all-reduce size of the link probe (benchmarks/linkprobe.py)",
+    )
+    parser.add_argument("--port", type=int, default=29561, help="master port of every launch")
+    parser.add_argument(
+        "--data-cache",
+        type=Path,
+        default=REPO / "data" / "cache",
+        help="prepared tokens (the trainer's cache)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="folder for the JSON, the report and its plots"
+    )
+    parser.add_argument(
+        "--readme", type=Path, default=README, help="the table of recorded results to add a row to"
+    )
+    parser.add_argument("--no-record", action="store_true", help="leave the README's table alone")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU exists")
+    args = parser.parse_args(argv)
+    import torch
+
+    args.gpu = torch.cuda.is_available() and not args.cpu
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown or not args.scenarios:
+        parser.error(
+            f"--scenarios: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SCENARIOS)}"
+        )
+    try:
+        args.zero_stages = [int(z) for z in args.zero_stages.split(",") if z.strip()]
+    except ValueError:
+        parser.error(f"--zero-stages {args.zero_stages!r}: expected stages 0-3, e.g. 0,1,2,3")
+    if any(z not in (0, 1, 2, 3) for z in args.zero_stages):
+        parser.error(f"--zero-stages {args.zero_stages}: ZeRO stages are 0, 1, 2 and 3")
+    if args.steps % args.log_every or args.warmup % args.log_every or args.steps < args.log_every:
+        parser.error(
+            f"--steps ({args.steps}) and --warmup ({args.warmup}) must be multiples of --log-every "
+            f"({args.log_every})"
+        )
+    if args.deepspeed is None:
+        args.deepspeed = REPO / "ds_configs" / ("3090.json" if args.gpu else "cpu.json")
+    args.deepspeed = args.deepspeed.resolve()
+    for what, path in (("--deepspeed", args.deepspeed), ("--hostfile", args.hostfile)):
+        if path is not None and not path.is_file():
+            parser.error(f"{what} {path}: no such file")
+    config = json.loads(args.deepspeed.read_text())
+    if args.micro_batch is None:
+        args.micro_batch = int(config.get("train_micro_batch_size_per_gpu", 1))
+    args.precision = (
+        "bf16"
+        if config.get("bf16", {}).get("enabled")
+        else "fp16"
+        if config.get("fp16", {}).get("enabled")
+        else "fp32"
+    )
+    if args.ranks is None:
+        args.ranks = torch.cuda.device_count() if args.gpu else 2
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks import project, report
+
+    args = parse_args(argv)
+    when = time.localtime()
+    scenarios = plan(args)
+    env = environment(args, scenarios)
+    workdir = Path(os.environ.get("BENCH_WORKDIR") or (Path("/tmp") / f"llm-bench-{os.getpid()}"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        measured = measure(args, scenarios, workdir)
+    finally:
+        if not os.environ.get("BENCH_WORKDIR"):
+            shutil.rmtree(workdir, ignore_errors=True)
+    env["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    scen = summarise(args, scenarios, measured)
+    first = next(iter(scen.values()))
+    result = {
+        "what": "the trainer through the real launcher, one device against many, with baselines in the "
+        "same run",
+        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": time.strftime("%Y-%m-%d %H:%M", when),
+        "environment": env,
+        "device": env["gpus"][0] if env["gpus"] else f"CPU: {env['cpu']}",
+        "precision": args.precision,
+        "model": {"preset": args.model, **first_model(measured), "parameters": first["parameters"]},
+        "micro_batch": args.micro_batch,
+        "warmup_steps": args.warmup,
+        "steps": args.steps,
+        "log_every": args.log_every,
+        "rounds": args.rounds,
+        "scenarios": scen,
+        "memory_theory": {
+            name: {
+                "bytes_per_parameter": theory_bytes_per_parameter(
+                    row["zero_stage"], row["ranks"], args.precision
+                ),
+                "model_states_bytes": theory_bytes_per_parameter(
+                    row["zero_stage"], row["ranks"], args.precision
+                )
+                * row["parameters"],
+            }
+            for name, row in scen.items()
+        },
+    }
+    result["projection_check"] = project.check(result)
+    stem = result_stem(env, when)
+    written = report.write(result, args.out, stem)
+    if not args.no_record:
+        report.record(result, args.readme, written["md"])
+    print(written["md"].read_text())
+    print(f"wrote {', '.join(str(p) for p in written.values())}")
+    return 0
+
+
+def first_model(measured: dict[str, Any]) -> dict[str, Any]:
+    rounds = next(iter(measured["trainer"].values()))
+    return dict(rounds[0]["run"]["model"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
