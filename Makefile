@@ -17,7 +17,7 @@ DEMO_EVERY ?= $(shell echo $$(( ($(DEMO_STEPS) + 3) / 4 )))
 DEMO_RUN_DIR ?= runs/demo
 DEMO_ENV = $(if $(HAS_GPU),,CUDA_VISIBLE_DEVICES= DS_ACCELERATOR=cpu)
 
-.PHONY: setup demo test test-fast test-fake-cuda lint typecheck bench gpu-check clean dashboard browser
+.PHONY: setup demo test test-fast test-fake-cuda lint typecheck bench bench-full bench-parts gpu-check clean dashboard browser
 
 setup: $(STAMP)
 
@@ -100,9 +100,22 @@ test-fast: setup
 test-fake-cuda: setup
 	TEST_FAKE_CUDA=1 $(VENV)/bin/pytest -q -rs -m "not dist and not slow"
 
-# CPU figures (benchmarks/README.md lists those recorded): data preparation against the tokenizer alone,
-# then the trainer against a plain loop and nanoGPT's recipe, with a profile of each step
-bench: setup
+# The benchmark (docs/benchmarks.md), short: the tiny model on one rank, two ranks and two simulated nodes
+# (root: network namespaces), ZeRO 0-3 for memory, baselines in the same run. Writes
+# benchmarks/results/<date>-<host>-<commit>.{json,md} with its plots and a row in benchmarks/README.md.
+# BENCH_SCENARIOS=single,multi-rank where simulated nodes cannot run; bench-full is the committed CPU result.
+BENCH_SCENARIOS ?= single,multi-rank,multi-node
+bench: setup $(if $(findstring multi-node,$(BENCH_SCENARIOS)),multinode-tools)
+	$(PY) -m benchmarks.run --scenarios $(BENCH_SCENARIOS) --model tiny --steps 20 --warmup 10 --log-every 5 \
+		--zero-stages 0,2,3
+
+bench-full: setup multinode-tools
+	$(PY) -m benchmarks.run --scenarios single,multi-rank,multi-node --model gpt2-small --micro-batch 1 \
+		--steps 8 --warmup 2 --log-every 2 --zero-stages 0,2,3
+
+# Parts measured on their own: data preparation against the tokenizer alone, and the trainer in one
+# process against a plain loop and nanoGPT's recipe with a torch.profiler breakdown of each step
+bench-parts: setup
 	$(PY) benchmarks/data_prep.py
 	$(PY) benchmarks/trainer_vs_plain.py --profile --for-loop-variants
 

@@ -3,12 +3,17 @@
     .venv/bin/python -m benchmarks.baselines plain   --model tiny --steps 20 --warmup 5 [--micro-batch 8]
     .venv/bin/python -m benchmarks.baselines nanogpt ...
     .venv/bin/torchrun --nproc_per_node 2 -m benchmarks.baselines ddp ...
+    .venv/bin/accelerate launch --use_deepspeed --deepspeed_config_file CFG --num_processes 2 \
+        -m benchmarks.baselines accelerate ...
 
 - `plain`: our GPT in a hand-written loop (forward, backward, clip, AdamW), one process.
 - `nanogpt`: nanoGPT's training recipe (benchmarks/nanogpt_recipe.py: its model, fused AdamW where the
   device has it, its random windows and cosine schedule), one process.
 - `ddp`: our GPT wrapped in PyTorch's DistributedDataParallel, one process per rank (torchrun), gloo
   on a CPU and NCCL on GPUs: what a multi-rank job looks like without DeepSpeed.
+- `accelerate`: our GPT in Hugging Face Accelerate's loop with its DeepSpeed plugin, on the same
+  DeepSpeed JSON as the trainer (its optimizer, scheduler, ZeRO stage and clipping): what many users
+  would pick instead of a trainer of their own.
 
 Every loop is timed as the trainer times itself: windows of `--log-every` steps that close after
 `loss.item()`, the only host synchronisation, and only the windows after `--warmup` steps count. Rank 0
@@ -112,6 +117,40 @@ class PlainLoop:
         return torch.autocast(self.device.type, dtype=self.autocast)
 
 
+class AccelerateLoop:
+    """Our GPT in the loop Hugging Face Accelerate's DeepSpeed plugin asks for, on the DeepSpeed JSON that
+    `accelerate launch --use_deepspeed --deepspeed_config_file CFG` names: what many users would write
+    instead of our trainer. The JSON's optimizer and scheduler are built by DeepSpeed (Accelerate's
+    DummyOptim / DummyScheduler stand in for them until `prepare`)."""
+
+    def __init__(self, cfg: GPTConfig, tokens: np.ndarray, *, micro_batch: int, total_steps: int) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DummyOptim, DummyScheduler
+
+        torch.manual_seed(1337)
+        self.accelerator = Accelerator()
+        model = GPT(cfg)
+        optimizer = DummyOptim(model.parameters())
+        scheduler = DummyScheduler(optimizer, total_num_steps=total_steps)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        # DeepSpeed's process group: on a CPU, Accelerate's own state counts one process per launch
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        self.sampler = BatchSampler(
+            tokens, block_size=cfg.block_size, micro_batch=micro_batch, rank=self.rank, world_size=self.world,
+            seed=1337,
+        )  # fmt: skip
+
+    def step(self) -> torch.Tensor:
+        x, y = self.sampler.next_batch()
+        device = self.accelerator.device
+        _, loss = self.model(x.to(device), y.to(device))
+        self.accelerator.backward(loss)  # DeepSpeed's engine: backward, then its step at the boundary
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        return loss.detach()
+
+
 def window_rates(step: Step, *, warmup: int, steps: int, log_every: int, tokens_per_step: int) -> list[float]:
     """tokens/s of each logging window after warm-up, timed as the trainer times its windows:
     the window opens when the last one closed and closes after `loss.item()`."""
@@ -180,14 +219,23 @@ def _process_group(kind: str) -> Iterator[tuple[int, int, torch.device]]:
 
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
     with _process_group(args.kind) as (rank, world, device):
-        if args.kind != "ddp" and not torch.cuda.is_available() and "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(cpu_threads(1))  # as the trainer gives one process every core
+        if not torch.cuda.is_available():  # as the trainer: a node's CPUs shared among its ranks
+            if args.kind == "accelerate":  # its launcher (torchrun's) sets OMP_NUM_THREADS=1
+                torch.set_num_threads(cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+            elif args.kind != "ddp" and "OMP_NUM_THREADS" not in os.environ:
+                torch.set_num_threads(cpu_threads(1))
         dataset = load_dataset(prepare_dataset(DataConfig(data_cache=args.data_cache), progress=False))
         cfg = model_config(args, dataset.tokenizer.vocab_size)
-        if args.kind == "nanogpt":
+        if args.kind == "accelerate":
+            loop = AccelerateLoop(
+                cfg, dataset.train, micro_batch=args.micro_batch, total_steps=args.warmup + args.steps
+            )
+            step: Step = loop.step
+            rank, world = loop.rank, loop.world
+        elif args.kind == "nanogpt":
             if device.type != "cpu" or args.precision != "fp32":
                 raise SystemExit("the nanoGPT baseline runs fp32 on the CPU only")
-            step: Step = NanoRecipe(
+            step = NanoRecipe(
                 nano_config(cfg), dataset.train, batch=args.micro_batch, total_steps=args.warmup + args.steps
             ).step
         else:
@@ -218,7 +266,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("kind", choices=["plain", "nanogpt", "ddp"])
+    parser.add_argument("kind", choices=["plain", "nanogpt", "ddp", "accelerate"])
     parser.add_argument("--model", default="tiny", help="a preset of llm.model.config (as --model)")
     for flag in SHAPE_FLAGS:
         parser.add_argument(f"--{flag.replace('_', '-')}", type=int, help="override the preset's " + flag)

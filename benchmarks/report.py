@@ -118,7 +118,8 @@ def markdown(result: dict[str, Any], files: dict[str, str]) -> str:
         "",
         "Baselines (benchmarks/baselines.py): `plain` our GPT in a hand-written loop, `nanogpt` nanoGPT's "
         "training recipe, `ddp` our GPT under PyTorch DistributedDataParallel (torchrun); same model, "
-        "micro-batch, dtype and data, timed as the trainer times its windows.",
+        "micro-batch, dtype and data, timed as the trainer times its windows; `accelerate` our GPT in "
+        "Hugging Face Accelerate's loop with its DeepSpeed plugin on the same DeepSpeed JSON.",
         "",
         "## Step-time breakdown (ms per optimizer step)",
         "",
@@ -229,6 +230,10 @@ def record(result: dict[str, Any], readme: Path, md: Path) -> None:
             f"{name}: **{cell(row['tokens_per_s'], 'tokens')}** tokens/s, MFU {cell(row['mfu'], 'percent')}"
             f"{' (' + ratios + ')' if ratios else ''}{eff}"
         )
+    checked = result.get("projection_check") or {}
+    if checked:
+        errors = ", ".join(f"{name} {cell(100 * c['step_error'], 'signed')}%" for name, c in checked.items())
+        figures.append(f"projection's step-time error: {errors}")
     env = result["environment"]
     link = f"results/{md.name}" if md.parent.resolve() == (readme.parent / "results").resolve() else str(md)
     row = (

@@ -63,8 +63,8 @@ class Scenario:
     @property
     def baselines(self) -> tuple[str, ...]:
         if self.name == "single":
-            return ("plain", "nanogpt")
-        return ("ddp",) if self.name == "multi-rank" else ()
+            return ("plain", "nanogpt", "accelerate")
+        return ("ddp", "accelerate") if self.name == "multi-rank" else ()
 
 
 # -- running -----------------------------------------------------------------------------------------
@@ -77,13 +77,19 @@ def child_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def bench_config(args: argparse.Namespace, workdir: Path, stage: int) -> Path:
-    """The user's DeepSpeed JSON with DeepSpeed's per-step timers on, at ZeRO `stage`."""
+def bench_config(args: argparse.Namespace, workdir: Path, stage: int, ranks: int | None = None) -> Path:
+    """The user's DeepSpeed JSON with DeepSpeed's per-step timers on, at ZeRO `stage`. With `ranks`, an
+    "auto" train_batch_size resolved for that many ranks, as the trainer resolves it (Accelerate's own
+    resolution counts one process on a CPU, and DeepSpeed then refuses the batch arithmetic)."""
     config = json.loads(args.deepspeed.read_text())
     config["wall_clock_breakdown"] = True
     config["train_micro_batch_size_per_gpu"] = args.micro_batch
     config["zero_optimization"] = {**config.get("zero_optimization", {}), "stage": stage}
-    path = workdir / f"{args.deepspeed.stem}-zero{stage}.json"
+    if ranks is not None and config.get("train_batch_size", "auto") == "auto":
+        config["train_batch_size"] = (
+            args.micro_batch * int(config.get("gradient_accumulation_steps", 1)) * ranks
+        )
+    path = workdir / f"{args.deepspeed.stem}-zero{stage}{'' if ranks is None else f'-{ranks}ranks'}.json"
     path.write_text(json.dumps(config, indent=2))
     return path
 
@@ -193,13 +199,19 @@ def trainer_figures(args: argparse.Namespace, scenario: Scenario, run_dir: Path)
     }
 
 
-def run_baseline(args: argparse.Namespace, kind: str, ranks: int) -> dict[str, Any]:
+def run_baseline(args: argparse.Namespace, kind: str, ranks: int, config: Path) -> dict[str, Any]:
     flags = [
         kind, *model_flags(args), "--micro-batch", str(args.micro_batch), "--precision", args.precision,
         "--steps", str(args.steps), "--warmup", str(args.warmup), "--log-every", str(args.log_every),
         "--data-cache", str(args.data_cache),
     ]  # fmt: skip
-    if kind == "ddp":
+    if kind == "accelerate":  # its DeepSpeed plugin on the trainer's JSON (the same copy, timers on)
+        cmd = [
+            str(VENV_BIN / "accelerate"), "launch", "--use_deepspeed", f"--deepspeed_config_file={config}",
+            f"--num_processes={ranks}", "--num_machines=1", f"--main_process_port={args.port}",
+            "-m", "benchmarks.baselines", *flags,
+        ]  # fmt: skip
+    elif kind == "ddp":
         cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", str(ranks), "--master_port", str(args.port)]
         cmd += ["-m", "benchmarks.baselines", *flags]
     else:
@@ -340,7 +352,8 @@ def measure(args: argparse.Namespace, scenarios: list[Scenario], workdir: Path) 
                     links[s.name] = probe_link(args, s, workdir, nodes)
                 for kind in s.baselines:
                     print(f"round {round_ + 1}: {s.name}: baseline {kind} ...", flush=True)
-                    baselines.setdefault((s.name, kind), []).append(run_baseline(args, kind, s.ranks))
+                    config = bench_config(args, workdir, s.zero_stage, s.ranks)
+                    baselines.setdefault((s.name, kind), []).append(run_baseline(args, kind, s.ranks, config))
     return {"trainer": trainer, "baselines": baselines, "links": links}
 
 
