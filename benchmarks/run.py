@@ -42,6 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.baselines import SHAPE_FLAGS
+from llm.ds_config import load_ds_config
+from llm.errors import UsageError
+from llm.preflight import read_hostfile
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 README = REPO / "benchmarks" / "README.md"
@@ -78,25 +83,26 @@ def child_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def bench_config(args: argparse.Namespace, workdir: Path, stage: int, ranks: int | None = None) -> Path:
-    """The user's DeepSpeed JSON with DeepSpeed's per-step timers on, at ZeRO `stage`. With `ranks`, an
-    "auto" train_batch_size resolved for that many ranks, as the trainer resolves it (Accelerate's own
-    resolution counts one process on a CPU, and DeepSpeed then refuses the batch arithmetic)."""
+    """The user's DeepSpeed JSON with DeepSpeed's per-step timers on, at ZeRO `stage`. With `ranks`, its
+    "auto" values resolved for that many ranks by the trainer's own loader (llm.ds_config): Accelerate's
+    resolution counts one process on a CPU, and DeepSpeed then refuses the batch arithmetic."""
     config = json.loads(args.deepspeed.read_text())
     config["wall_clock_breakdown"] = True
     config["train_micro_batch_size_per_gpu"] = args.micro_batch
     config["zero_optimization"] = {**config.get("zero_optimization", {}), "stage": stage}
-    if ranks is not None and config.get("train_batch_size", "auto") == "auto":
-        config["train_batch_size"] = (
-            args.micro_batch * int(config.get("gradient_accumulation_steps", 1)) * ranks
-        )
     path = workdir / f"{args.deepspeed.stem}-zero{stage}{'' if ranks is None else f'-{ranks}ranks'}.json"
     path.write_text(json.dumps(config, indent=2))
+    if ranks is not None:
+        resolved = load_ds_config(
+            path, world_size=ranks, cuda_available=args.gpu, max_steps=args.warmup + args.steps
+        )
+        path.write_text(json.dumps(resolved.config, indent=2))
     return path
 
 
 def model_flags(args: argparse.Namespace) -> list[str]:
     flags = ["--model", args.model]
-    for name in ("n_layer", "n_head", "n_embd", "block_size"):
+    for name in SHAPE_FLAGS:
         value = getattr(args, name)
         if value is not None:
             flags += [f"--{name.replace('_', '-')}", str(value)]
@@ -257,12 +263,6 @@ class SimulatedNodes:
     def __exit__(self, *exc: object) -> None:
         self.stack.close()
 
-    @property
-    def count(self) -> int:
-        if self.cluster is not None:
-            return int(self.cluster.count)
-        return len(hostfile_hosts(self.args.hostfile))
-
     def hostfile(self) -> Path:
         if self.cluster is not None:
             return Path(self.cluster.hostfile(slots=self.args.slots))
@@ -302,18 +302,9 @@ def node_cpus(nodes: int) -> list[str] | None:
     return [",".join(str(c) for c in cpus[i * share : (i + 1) * share]) for i in range(nodes)]
 
 
-def hostfile_hosts(path: Path) -> list[str]:
-    hosts = []
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            hosts.append(line.split()[0])
-    return hosts
-
-
 # -- the whole run ---------------------------------------------------------------------------------
 def plan(args: argparse.Namespace) -> list[Scenario]:
-    stage = json.loads(args.deepspeed.read_text()).get("zero_optimization", {}).get("stage", 0)
+    stage = args.zero_stage
     out = []
     for name in args.scenarios:
         if name == "single":
@@ -321,8 +312,9 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
         elif name == "multi-rank":
             out.append(Scenario("multi-rank", args.ranks, 1, stage, args.warmup, args.steps))
         else:
-            nodes = len(hostfile_hosts(args.hostfile)) if args.hostfile else 2
-            out.append(Scenario("multi-node", nodes * args.slots, nodes, stage, args.warmup, args.steps))
+            # a hostfile's slots, or --slots on each of two simulated nodes
+            slots = [h.slots for h in args.hosts] if args.hosts else [args.slots] * 2
+            out.append(Scenario("multi-node", sum(slots), len(slots), stage, args.warmup, args.steps))
     out += [
         # for memory: one window after one window of warm-up (a peak is reached within a step or two)
         Scenario(f"zero{z}", args.ranks, 1, z, args.log_every, args.log_every)
@@ -529,7 +521,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scenarios", default="single,multi-rank", help=f"comma-separated: {', '.join(SCENARIOS)}"
     )
     parser.add_argument("--model", default="tiny", help="a model preset (launch/train.py --model)")
-    for name in ("n_layer", "n_head", "n_embd", "block_size"):
+    for name in SHAPE_FLAGS:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"override the preset's {name}")
     parser.add_argument(
         "--deepspeed",
@@ -604,19 +596,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.deepspeed is None:
         args.deepspeed = REPO / "ds_configs" / ("3090.json" if args.gpu else "cpu.json")
     args.deepspeed = args.deepspeed.resolve()
-    for what, path in (("--deepspeed", args.deepspeed), ("--hostfile", args.hostfile)):
-        if path is not None and not path.is_file():
-            parser.error(f"{what} {path}: no such file")
-    config = json.loads(args.deepspeed.read_text())
+    try:  # the checks the trainer makes of its JSON and the launcher's hostfile, with their messages
+        settings = load_ds_config(
+            args.deepspeed, world_size=1, cuda_available=args.gpu, max_steps=args.warmup + args.steps
+        )
+        args.hosts = read_hostfile(args.hostfile) if args.hostfile else None
+    except UsageError as err:
+        parser.error(str(err))
+    args.precision, args.zero_stage = settings.precision, settings.zero_stage
     if args.micro_batch is None:
-        args.micro_batch = int(config.get("train_micro_batch_size_per_gpu", 1))
-    args.precision = (
-        "bf16"
-        if config.get("bf16", {}).get("enabled")
-        else "fp16"
-        if config.get("fp16", {}).get("enabled")
-        else "fp32"
-    )
+        args.micro_batch = settings.micro_batch
     if args.ranks is None:
         args.ranks = torch.cuda.device_count() if args.gpu else 2
     return args

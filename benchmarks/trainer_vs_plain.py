@@ -49,6 +49,7 @@ from llm.model.config import GPTConfig, from_preset  # noqa: E402
 from llm.model.gpt import GPT  # noqa: E402
 from llm.telemetry.dashboard_link import spawn_sidecar  # noqa: E402
 from llm.telemetry.mfu import cpu_peak_flops, model_matmul_shapes  # noqa: E402
+from llm.train.engine import cpu_threads  # noqa: E402
 
 SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 256, "block_size": 256}
 MICRO_BATCH = 8
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "benchmarks/trainer_vs_plain.py " + " ".join(sys.argv[1:] if argv is None else argv)
     # the trainer gives a process on this machine all its cores (llm/train/engine.py): so do the baselines
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(cpu_threads(1))
     load_before = load()
     dataset = load_dataset(prepare_dataset(DataConfig(data_cache=args.data_cache), progress=False))
     cfg = from_preset("tiny", **SHAPE, vocab_size=dataset.tokenizer.vocab_size)

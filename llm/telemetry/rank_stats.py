@@ -39,11 +39,11 @@ class StepTimers:
 
     engine: Any
     per_step: dict[str, list[float]] = field(default_factory=dict)
+    enabled: bool = field(init=False)
 
-    @property
-    def enabled(self) -> bool:
+    def __post_init__(self) -> None:  # the JSON's setting, read once rather than every step
         check = getattr(self.engine, "wall_clock_breakdown", None)
-        return bool(check()) if callable(check) else False
+        self.enabled = bool(check()) if callable(check) else False
 
     def record(self) -> None:
         """Call after the step's last `engine.step()`: the engine cached its timers there, then reset them."""
