@@ -4,10 +4,11 @@ baselines measured in the same run: the benchmark of docs/benchmarks.md.
     .venv/bin/python -m benchmarks.run --scenarios single,multi-rank,multi-node --model gpt2-small --steps 50
 
 Scenarios, each through the real launcher (`deepspeed launch/train.py --deepspeed CFG ...`):
-- `single`: one rank (`--num_gpus 1`); baselines: a plain PyTorch loop over our GPT and nanoGPT's recipe
-  (benchmarks/baselines.py), one process each, same model, micro-batch, dtype and data.
-- `multi-rank`: `--ranks N` ranks on this machine (default: every GPU, or 2 on a CPU); baseline: PyTorch
-  DDP over torchrun with as many ranks.
+- `single`: one rank (`--num_gpus 1`); baselines: a plain PyTorch loop over our GPT, nanoGPT's recipe
+  (one process each) and Accelerate's loop with its DeepSpeed plugin on the same JSON
+  (benchmarks/baselines.py), same model, micro-batch, dtype and data.
+- `multi-rank`: `--ranks N` ranks on this machine (default: every GPU, or 2 on a CPU); baselines: PyTorch
+  DDP over torchrun and Accelerate with its DeepSpeed plugin, with as many ranks.
 - `multi-node`: `--hostfile H` (pdsh over ssh, as users launch); on a machine without one, two simulated
   nodes (network namespaces with their own sshd and disks, tests/multinode/cluster.py; needs root).
 - `--zero-stages 0,1,2,3` adds the multi-rank scenario at each ZeRO stage, for memory per rank.
