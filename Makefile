@@ -101,23 +101,25 @@ test-fake-cuda: setup
 	TEST_FAKE_CUDA=1 $(VENV)/bin/pytest -q -rs -m "not dist and not slow"
 
 # The benchmark (docs/benchmarks.md), short: the tiny model on one rank, two ranks and two simulated nodes
-# (root: network namespaces), ZeRO 0-3 for memory, baselines in the same run. Writes
+# (root: network namespaces), one rank compiled, ZeRO 0-3 for memory, baselines in the same run. Writes
 # benchmarks/results/<date>-<host>-<commit>.{json,md} with its plots and a row in benchmarks/README.md.
 # BENCH_SCENARIOS=single,multi-rank where simulated nodes cannot run; bench-full is the committed CPU result.
 BENCH_SCENARIOS ?= single,multi-rank,multi-node
 bench: setup $(if $(findstring multi-node,$(BENCH_SCENARIOS)),multinode-tools)
 	$(PY) -m benchmarks.run --scenarios $(BENCH_SCENARIOS) --model tiny --steps 20 --warmup 10 --log-every 5 \
-		--zero-stages 0,2,3
+		--zero-stages 0,2,3 --compile
 
 bench-full: setup multinode-tools
 	$(PY) -m benchmarks.run --scenarios single,multi-rank,multi-node --model gpt2-small --micro-batch 1 \
-		--steps 8 --warmup 2 --log-every 2 --zero-stages 0,2,3
+		--steps 8 --warmup 2 --log-every 2 --zero-stages 0,2,3 --compile
 
-# Parts measured on their own: data preparation against the tokenizer alone, and the trainer in one
-# process against a plain loop and nanoGPT's recipe with a torch.profiler breakdown of each step
+# Parts measured on their own: data preparation against the tokenizer alone, the trainer in one
+# process against a plain loop and nanoGPT's recipe with a torch.profiler breakdown of each step, and
+# how long a checkpoint save blocks the loop against writing its bytes
 bench-parts: setup
 	$(PY) benchmarks/data_prep.py
 	$(PY) benchmarks/trainer_vs_plain.py --profile --for-loop-variants
+	$(PY) benchmarks/checkpoint_stall.py
 
 # On a machine with a GPU: fp16 (3090.json) and bf16 through DeepSpeed for real, each with the default
 # `3090` preset and the opt-in `1b-24gb-tight`, on one GPU whose allocator is capped at the 22.5 GiB that a

@@ -15,10 +15,13 @@
   DeepSpeed JSON as the trainer (its optimizer, scheduler, ZeRO stage and clipping): what many users
   would pick instead of a trainer of their own.
 
+`--compile` compiles the model first (`torch.compile`, in place), as the trainer's `--compile` does.
+
 Every loop is timed as the trainer times itself: windows of `--log-every` steps that close after
 `loss.item()`, the only host synchronisation, and only the windows after `--warmup` steps count. Rank 0
-prints one line, `BASELINE {json}`: the window rates in tokens/s of the whole job, each rank's peak
-memory and its threads. benchmarks/run.py runs these beside the trainer.
+prints one line, `BASELINE {json}`: the window rates in tokens/s of the whole job, the first step's
+time (synchronised: with --compile it holds the compilation), each rank's peak memory and its
+threads. benchmarks/run.py runs these beside the trainer.
 """
 
 from __future__ import annotations
@@ -66,10 +69,13 @@ class PlainLoop:
         rank: int = 0,
         world_size: int = 1,
         ddp: bool = False,
+        compile: bool = False,
     ) -> None:
         torch.manual_seed(1337)
         self.device = device or torch.device("cpu")
         model = GPT(cfg).to(self.device)
+        if compile:
+            model.compile()
         decay = [p for p in model.parameters() if p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
@@ -151,14 +157,26 @@ class AccelerateLoop:
         return loss.detach()
 
 
-def window_rates(step: Step, *, warmup: int, steps: int, log_every: int, tokens_per_step: int) -> list[float]:
+def window_rates(
+    step: Step,
+    *,
+    warmup: int,
+    steps: int,
+    log_every: int,
+    tokens_per_step: int,
+    first_step: list[float] | None = None,
+) -> list[float]:
     """tokens/s of each logging window after warm-up, timed as the trainer times its windows:
-    the window opens when the last one closed and closes after `loss.item()`."""
+    the window opens when the last one closed and closes after `loss.item()`. With `first_step`, the
+    first step (a warm-up step) is synchronised and its seconds appended there."""
     rates: list[float] = []
     start, in_window = time.perf_counter(), 0
     for n in range(1, warmup + steps + 1):
         loss = step()
         in_window += 1
+        if n == 1 and first_step is not None:
+            loss.item()
+            first_step.append(time.perf_counter() - start)
         if n % log_every == 0:
             with phase("loss.item (log)"):
                 loss.item()
@@ -235,17 +253,21 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         elif args.kind == "nanogpt":
             if device.type != "cpu" or args.precision != "fp32":
                 raise SystemExit("the nanoGPT baseline runs fp32 on the CPU only")
-            step = NanoRecipe(
+            recipe = NanoRecipe(
                 nano_config(cfg), dataset.train, batch=args.micro_batch, total_steps=args.warmup + args.steps
-            ).step
+            )
+            if args.compile:
+                recipe.model.compile()
+            step = recipe.step
         else:
             step = PlainLoop(
                 cfg, dataset.train, micro_batch=args.micro_batch, device=device, precision=args.precision,
-                rank=rank, world_size=world, ddp=args.kind == "ddp",
+                rank=rank, world_size=world, ddp=args.kind == "ddp", compile=args.compile,
             ).step  # fmt: skip
+        first: list[float] = []
         rates = window_rates(
             step, warmup=args.warmup, steps=args.steps, log_every=args.log_every,
-            tokens_per_step=args.micro_batch * cfg.block_size * world,
+            tokens_per_step=args.micro_batch * cfg.block_size * world, first_step=first,
         )  # fmt: skip
         mine = {"rank": rank, "threads": torch.get_num_threads(), "memory": peak_memory()}
         ranks = [mine]
@@ -253,7 +275,11 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             ranks = [dict(r) for r in _gather(mine, world)]
         if rank != 0:
             return None
-        return {"kind": args.kind, "world_size": world, "window_rates": rates, "ranks": ranks}
+        return {
+            "kind": args.kind, "compiled": args.compile, "world_size": world, "window_rates": rates,
+            "first_step_s": first[0],
+            "tokens_per_step": args.micro_batch * cfg.block_size * world, "ranks": ranks,
+        }  # fmt: skip
 
 
 def _gather(obj: dict[str, Any], world: int) -> list[Any]:
@@ -276,7 +302,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--log-every", type=int, default=5, help="steps per timing window")
     parser.add_argument("--data-cache", default="data/cache", help="prepared tokens (the trainer's cache)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (plain, nanogpt, ddp)"
+    )
+    args = parser.parse_args(argv)
+    if args.compile and args.kind == "accelerate":
+        parser.error(
+            "--compile: the accelerate baseline runs eager (Accelerate compiles through its own config)"
+        )
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

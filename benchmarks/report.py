@@ -28,6 +28,7 @@ FORMATS = {
     "gib": ("{:.3f}", GIB),
     "ratio": ("{:.3f}", 1.0),
     "signed": ("{:+.1f}", 1.0),
+    "s": ("{:.2f}", 1.0),
 }
 
 
@@ -121,6 +122,7 @@ def markdown(result: dict[str, Any], files: dict[str, str]) -> str:
         "micro-batch, dtype and data, timed as the trainer times its windows; `accelerate` our GPT in "
         "Hugging Face Accelerate's loop with its DeepSpeed plugin on the same DeepSpeed JSON.",
         "",
+        *_compile_times(scen),
         "## Step-time breakdown (ms per optimizer step)",
         "",
         "| scenario | " + " | ".join(TIMER_LABELS.values()) + " | step |",
@@ -175,6 +177,37 @@ def markdown(result: dict[str, Any], files: dict[str, str]) -> str:
     for name, f in env["files"].items():
         lines.append(f"- `{name}`: sha256 `{f['sha256']}`")
     return "\n".join(lines) + "\n"
+
+
+def _compile_times(scen: dict[str, Any]) -> list[str]:
+    """The `compiled` scenario's compile times, apart from its throughput (nothing without one)."""
+    if not any(row.get("compiled") for row in scen.values()):
+        return []
+    lines = [
+        "## torch.compile",
+        "",
+        "| scenario | run | compiled | tokens/s | first step beyond a measured one (s) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, row in scen.items():
+        if name not in ("single", "compiled"):
+            continue
+        runs = [("trainer", row, row.get("compiled", False))]
+        runs += [(kind, base, kind.endswith("-compiled")) for kind, base in row["baselines"].items()]
+        for kind, run, compiled in runs:
+            lines.append(
+                f"| {name} | {kind} | {'yes' if compiled else 'no'} | "
+                f"{cell(run['tokens_per_s'], 'tokens')} | {cell(run.get('first_step_extra_s'), 's')} |"
+            )
+    lines += [
+        "",
+        "With torch.compile the first step compiles the training graphs (Inductor's cache makes a second "
+        "run's shorter); the first step less a measured one is that time, and the throughput above "
+        "excludes it (warm-up). Goals (issue 9): the trainer compiled ≥ 1.15× the eager plain loop and "
+        "≥ 1.0× nanoGPT's recipe compiled: the `compiled` rows of the table above.",
+        "",
+    ]
+    return lines
 
 
 def _projection(checked: dict[str, Any]) -> list[str]:

@@ -12,6 +12,9 @@ Scenarios, each through the real launcher (`deepspeed launch/train.py --deepspee
 - `multi-node`: `--hostfile H` (pdsh over ssh, as users launch); on a machine without one, two simulated
   nodes (network namespaces with their own sshd and disks, tests/multinode/cluster.py; needs root).
 - `--zero-stages 0,1,2,3` adds the multi-rank scenario at each ZeRO stage, for memory per rank.
+- `--compile` adds `compiled`: one rank with the trainer's `--compile` (torch.compile through DeepSpeed's
+  engine), against the eager plain loop and nanoGPT's recipe compiled; each run's first step less a
+  measured one is its compile time, reported apart from the throughput.
 
 Each run takes `--warmup` steps that are not measured, then `--steps` measured ones. From the trainer's
 metrics.jsonl: tokens/s (whole job and per device), TFLOP/s and MFU of the windows after warm-up; from
@@ -59,17 +62,21 @@ NEVER = "1000000000"
 
 @dataclass(frozen=True)
 class Scenario:
-    name: str  # "single", "multi-rank", "multi-node", or "zero<N>" (the multi-rank run at ZeRO-N)
+    name: str  # "single", "multi-rank", "multi-node", "compiled", or "zero<N>" (multi-rank at ZeRO-N)
     ranks: int
     nodes: int
     zero_stage: int
     warmup: int
     steps: int
+    compile: bool = False
 
     @property
     def baselines(self) -> tuple[str, ...]:
+        """Kinds of benchmarks/baselines.py; `-compiled` runs one with --compile."""
         if self.name == "single":
             return ("plain", "nanogpt", "accelerate")
+        if self.name == "compiled":  # the goals: >= 1.15x the eager plain loop, >= 1.0x nanoGPT compiled
+            return ("plain", "nanogpt-compiled")
         return ("ddp", "accelerate") if self.name == "multi-rank" else ()
 
 
@@ -116,7 +123,7 @@ def train_flags(args: argparse.Namespace, scenario: Scenario, config: Path, run_
         "--max-steps", str(scenario.warmup + scenario.steps), "--log-every", str(args.log_every),
         "--eval-every", NEVER, "--eval-batches", "1", "--save-every", NEVER, "--keep-last", "1",
         "--sample-tokens", "0", "--no-progress", "--run-dir", str(run_dir),
-        "--data-cache", str(args.data_cache),
+        "--data-cache", str(args.data_cache), *(["--compile"] if scenario.compile else []),
     ]  # fmt: skip
 
 
@@ -201,24 +208,37 @@ def trainer_figures(args: argparse.Namespace, scenario: Scenario, run_dir: Path)
         "step_ms": 1000 * statistics.median(r["step_time"] for r in train),
         "window_rates": [r["tokens_per_s"] for r in train],
         "breakdown_ms": breakdown,
+        "first_step_extra_s": first_step_extra(ranks[0]["timers_ms"], scenario.warmup),
         "ranks": [{k: r[k] for k in ("rank", "node", "threads", "memory")} for r in ranks],
         "run": {k: run[k] for k in ("parameters", "peak_flops", "peak_flops_how", "model", "hardware")},
     }
 
 
+def first_step_extra(timers_ms: dict[str, list[float]], warmup: int) -> float | None:
+    """Seconds the first step took beyond a measured one (rank 0's timers): with --compile, the
+    compilation of the training graphs. None without timers."""
+    columns = [timers_ms[t] for t in TIMERS if timers_ms.get(t)]
+    if not columns or len(columns[0]) <= warmup:
+        return None
+    steps = [sum(step) for step in zip(*columns, strict=True)]
+    return (steps[0] - statistics.median(steps[warmup:])) / 1000
+
+
 def run_baseline(args: argparse.Namespace, kind: str, ranks: int, config: Path) -> dict[str, Any]:
+    base = kind.removesuffix("-compiled")
     flags = [
-        kind, *model_flags(args), "--micro-batch", str(args.micro_batch), "--precision", args.precision,
+        base, *(["--compile"] if base != kind else []), *model_flags(args),
+        "--micro-batch", str(args.micro_batch), "--precision", args.precision,
         "--steps", str(args.steps), "--warmup", str(args.warmup), "--log-every", str(args.log_every),
         "--data-cache", str(args.data_cache),
     ]  # fmt: skip
-    if kind == "accelerate":  # its DeepSpeed plugin on the trainer's JSON (the same copy, timers on)
+    if base == "accelerate":  # its DeepSpeed plugin on the trainer's JSON (the same copy, timers on)
         cmd = [
             str(VENV_BIN / "accelerate"), "launch", "--use_deepspeed", f"--deepspeed_config_file={config}",
             f"--num_processes={ranks}", "--num_machines=1", f"--main_process_port={args.port}",
             "-m", "benchmarks.baselines", *flags,
         ]  # fmt: skip
-    elif kind == "ddp":
+    elif base == "ddp":
         cmd = [str(VENV_BIN / "torchrun"), "--nproc_per_node", str(ranks), "--master_port", str(args.port)]
         cmd += ["-m", "benchmarks.baselines", *flags]
     else:
@@ -228,7 +248,9 @@ def run_baseline(args: argparse.Namespace, kind: str, ranks: int, config: Path) 
     if done.returncode != 0 or not found:
         raise SystemExit(f"the {kind} baseline failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     result = json.loads(found[-1].removeprefix("BASELINE "))
-    return {"tokens_per_s": statistics.median(result["window_rates"]), **result}
+    rate = statistics.median(result["window_rates"])
+    extra = result["first_step_s"] - result["tokens_per_step"] / rate
+    return {"tokens_per_s": rate, "first_step_extra_s": extra, **result}
 
 
 class SimulatedNodes:
@@ -316,6 +338,8 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
             # a hostfile's slots, or --slots on each of two simulated nodes
             slots = [h.slots for h in args.hosts] if args.hosts else [args.slots] * 2
             out.append(Scenario("multi-node", sum(slots), len(slots), stage, args.warmup, args.steps))
+    if args.compile:
+        out.append(Scenario("compiled", 1, 1, stage, args.warmup, args.steps, compile=True))
     out += [
         # for memory: one window after one window of warm-up (a peak is reached within a step or two)
         Scenario(f"zero{z}", args.ranks, 1, z, args.log_every, args.log_every)
@@ -369,6 +393,8 @@ def summarise(
             "breakdown_ms": {
                 t: statistics.median(r["breakdown_ms"][t] for r in rounds) for t in first["breakdown_ms"]
             },
+            "compiled": s.compile,
+            "first_step_extra_s": _median_or_none(r["first_step_extra_s"] for r in rounds),
             "peak_memory_bytes": _peaks(rounds, s.ranks),
             "start_memory_bytes": [first["ranks"][i]["memory"].get("start_bytes") for i in range(s.ranks)],
             "nodes_of_ranks": [r["node"] for r in first["ranks"]],
@@ -386,6 +412,8 @@ def summarise(
                 "rounds_tokens_per_s": [r["tokens_per_s"] for r in runs],
                 "mfu": rate * flops_per_token / row["peak_flops"] if row["peak_flops"] else 0.0,
                 "peak_memory_bytes": _peaks(runs, s.ranks),
+                "compiled": all(r["compiled"] for r in runs),
+                "first_step_extra_s": statistics.median(r["first_step_extra_s"] for r in runs),
                 "ours_over_baseline": tokens / rate,
             }
         row["link"] = measured["links"].get(s.name)
@@ -396,6 +424,11 @@ def summarise(
             row["tokens_per_s"] / (row["ranks"] * single["tokens_per_s"]) if single else None
         )
     return out
+
+
+def _median_or_none(values: Any) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def _peaks(runs: list[dict[str, Any]], ranks: int) -> list[int]:
@@ -573,6 +606,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-record", action="store_true", help="leave the README's table alone")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU exists")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="add the `compiled` scenario: one rank with the trainer's --compile, against the eager plain "
+        "loop and nanoGPT's recipe compiled, and each one's compile time",
+    )
     args = parser.parse_args(argv)
     import torch
 

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +46,35 @@ def records(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
 
 
-def one_run(
-    args: argparse.Namespace, run_dir: Path, *, uri: str | None, env: dict[str, str]
-) -> dict[str, Any]:
+@dataclass
+class SavingRun:
+    """What a trainer run that saved checkpoints recorded (metrics.jsonl)."""
+
+    records: list[dict[str, Any]]
+    train: dict[int, dict[str, Any]]  # train records by step
+    saved: list[dict[str, Any]]  # checkpoint_saved records
+    blocked_s: list[float]  # how long each save inside the run held the loop
+    stdout: str
+
+
+def run_with_saves(
+    args: argparse.Namespace,
+    run_dir: Path,
+    *,
+    n_embd: int,
+    env: dict[str, str],
+    extra: tuple[str, ...] = (),
+    checkout: Path = REPO,
+) -> SavingRun:
+    """The real trainer of `checkout`, one process, saving every `args.save_every` of `args.steps`."""
     cmd = [
-        sys.executable, "launch/train.py", "--model", "tiny", "--n-layer", str(args.n_layer),
-        "--n-embd", str(args.n_embd), "--n-head", "8", "--max-steps", str(args.steps),
-        "--save-every", str(args.save_every), "--keep-last", "2", "--log-every", "1",
-        "--eval-every", str(args.steps * 10), "--sample-tokens", "0", "--no-progress",
-        "--data-cache", str(DATA_CACHE), "--run-dir", str(run_dir),
+        sys.executable, str(checkout / "launch" / "train.py"), "--model", "tiny",
+        "--n-layer", str(args.n_layer), "--n-embd", str(n_embd), "--n-head", "8",
+        "--max-steps", str(args.steps), "--save-every", str(args.save_every), "--keep-last", "2",
+        "--log-every", "1", "--eval-every", str(args.steps * 10), "--sample-tokens", "0", "--no-progress",
+        "--data-cache", str(DATA_CACHE), "--run-dir", str(run_dir), *extra,
     ]  # fmt: skip
-    if uri:
-        cmd += ["--checkpoint-uri", uri]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise SystemExit(
             f"the trainer failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
@@ -65,6 +82,18 @@ def one_run(
     recs = records(run_dir)
     train = {r["step"]: r for r in recs if r["type"] == "train"}
     saved = [r for r in recs if r["type"] == "run_state" and r["state"] == "checkpoint_saved"]
+    # the last save follows the final evaluation: only saves inside the run measure the save alone
+    blocked = [s["time"] - train[s["step"]]["time"] for s in saved if s["step"] < args.steps]
+    return SavingRun(records=recs, train=train, saved=saved, blocked_s=blocked, stdout=done.stdout)
+
+
+def one_run(
+    args: argparse.Namespace, run_dir: Path, *, uri: str | None, env: dict[str, str]
+) -> dict[str, Any]:
+    run = run_with_saves(
+        args, run_dir, n_embd=args.n_embd, env=env, extra=("--checkpoint-uri", uri) if uri else ()
+    )
+    recs, train, saved, blocked = run.records, run.train, run.saved, run.blocked_s
     finished = next(r for r in recs if r["type"] == "run_state" and r["state"] == "finished")
     # the last save follows the final evaluation: only saves inside the run measure the save alone
     blocked = [s["time"] - train[s["step"]]["time"] for s in saved if s["step"] < args.steps]
@@ -80,7 +109,7 @@ def one_run(
         "steps_after_save_s": after,
         "end_wait_s": finished["time"] - saved[-1]["time"],
         "checkpoint_mb": size / 2 / 1e6,  # keep-last 2: two checkpoints on disk
-        "uploaded": done.stdout.count(" uploaded to s3://"),
+        "uploaded": run.stdout.count(" uploaded to s3://"),
     }
 
 

@@ -65,6 +65,12 @@ class LoopConfig(BaseModel):
     )
     sample_tokens: int = Field(200, ge=0, description="tokens of sample text printed at the end (0: none)")
     seed: int = Field(1337, description="seed for initialisation and data order")
+    compile: bool = Field(
+        False,
+        description="torch.compile the model through DeepSpeed's engine (engine.compile); checkpoints and "
+        "exports are the same either way. Off by default: on a CPU it measured no faster "
+        "(docs/benchmarks.md)",
+    )
     progress: bool = Field(True, description="show a progress bar on rank 0")
 
 

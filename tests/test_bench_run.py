@@ -1,6 +1,7 @@
 """`python -m benchmarks.run` end to end, short (what `make bench` runs, smaller): the real launcher
-with 1 and 2 ranks and the multi-rank run again at ZeRO-2, the baselines beside them; then the report
-is held to the JSON, the JSON to the trainer's own records, and each plot to the data it claims."""
+with 1 and 2 ranks, one rank compiled (--compile), and the multi-rank run again at ZeRO-2, the baselines
+beside them; then the report is held to the JSON, the JSON to the trainer's own records, and each plot
+to the data it claims."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.report import GIB, TIMER_LABELS
-from benchmarks.run import theory_bytes_per_parameter
+from benchmarks.run import TIMERS, theory_bytes_per_parameter
 from tests.helpers import DATA_CACHE, REPO, child_env
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
@@ -37,7 +38,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         sys.executable, "-m", "benchmarks.run", "--scenarios", "single,multi-rank", "--model", "tiny",
         "--steps", str(STEPS), "--warmup", str(WARMUP), "--log-every", str(LOG_EVERY), "--zero-stages", "2",
         "--data-cache", str(DATA_CACHE), "--out", str(tmp / "out"), "--readme", str(readme),
-        "--port", "29571",
+        "--port", "29571", "--compile",
     ]  # fmt: skip
     done = subprocess.run(
         cmd,
@@ -64,7 +65,7 @@ def test_the_result_is_named_by_date_host_and_commit_and_records_the_environment
     assert env["torch"] and env["deepspeed"] and env["cpu_count"] >= 1
     (config,) = env["files"].values()
     assert config["content"] == (REPO / "ds_configs" / "cpu.json").read_text()
-    assert list(result["scenarios"]) == ["single", "multi-rank", "zero2"]
+    assert list(result["scenarios"]) == ["single", "multi-rank", "compiled", "zero2"]
 
 
 def test_figures_are_the_trainers_own_records_after_warmup(bench: dict[str, Any]) -> None:
@@ -93,6 +94,7 @@ def test_figures_are_the_trainers_own_records_after_warmup(bench: dict[str, Any]
     )
     assert set(scen["single"]["baselines"]) == {"plain", "nanogpt", "accelerate"}
     assert set(multi["baselines"]) == {"ddp", "accelerate"}
+    assert set(scen["compiled"]["baselines"]) == {"plain", "nanogpt-compiled"}
     for row in scen.values():
         for base in row["baselines"].values():
             assert base["tokens_per_s"] > 0
@@ -132,7 +134,7 @@ def test_the_reports_numbers_are_the_jsons(bench: dict[str, Any]) -> None:
             _near(text, value, GIB)
         _near(r[10], row["scaling_efficiency"])
     baselines = _table(md, "Ours ÷ baselines")
-    assert len(baselines) == 5
+    assert len(baselines) == 7
     for r in baselines:
         base = scen[r[0]]["baselines"][r[1]]
         _near(r[2], base["tokens_per_s"])
@@ -145,6 +147,38 @@ def test_the_reports_numbers_are_the_jsons(bench: dict[str, Any]) -> None:
     for r in _table(md, "Memory per rank"):
         _near(r[3], max(scen[r[0]]["peak_memory_bytes"]), GIB)
         _near(r[5], result["memory_theory"][r[0]]["model_states_bytes"], GIB)
+
+
+def _settings(bench: dict[str, Any], name: str) -> dict[str, Any]:
+    return dict(json.loads((bench["tmp"] / "work" / f"{name}-r0" / "run.json").read_text())["settings"])
+
+
+def test_the_compiled_scenario_compiles_and_reports_compile_time_apart(bench: dict[str, Any]) -> None:
+    scen, md = bench["result"]["scenarios"], bench["md"]
+    assert _settings(bench, "compiled")["compile"] is True  # the trainer ran with --compile
+    assert _settings(bench, "single")["compile"] is False
+    compiled = scen["compiled"]
+    assert compiled["compiled"] is True and scen["single"]["compiled"] is False
+    bases = compiled["baselines"]
+    assert bases["nanogpt-compiled"]["compiled"] is True and bases["plain"]["compiled"] is False
+    for name in ("single", "compiled"):
+        # the first step beyond a measured one, from rank 0's DeepSpeed timers
+        (rank0, *_) = json.loads((bench["tmp"] / "work" / f"{name}-r0" / "rank_stats.json").read_text())[
+            "ranks"
+        ]
+        steps = [sum(rank0["timers_ms"][t][i] for t in TIMERS) for i in range(WARMUP + STEPS)]
+        extra = (steps[0] - statistics.median(steps[WARMUP:])) / 1000
+        assert scen[name]["first_step_extra_s"] == pytest.approx(extra)
+    rows = _table(md, "torch.compile")
+    runs = {(r[0], r[1]): r for r in rows}
+    assert set(runs) == {("single", k) for k in ["trainer", *scen["single"]["baselines"]]} | {
+        ("compiled", k) for k in ["trainer", *bases]
+    }
+    for (name, kind), r in runs.items():
+        run = scen[name] if kind == "trainer" else scen[name]["baselines"][kind]
+        assert r[2] == ("yes" if run["compiled"] else "no")
+        _near(r[3], run["tokens_per_s"])
+        _near(r[4], run["first_step_extra_s"])
 
 
 def _png(path: Path) -> tuple[int, int, dict[str, str], bytes]:

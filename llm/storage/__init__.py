@@ -6,6 +6,6 @@ multipart transfers on top; transfer.py moves sha256-checked sets of files betwe
 """
 
 from llm.storage.base import Storage
-from llm.storage.local import LocalStorage, sha256_file, write_atomic
+from llm.storage.local import HashingWriter, LocalStorage, sha256_file, write_atomic
 
-__all__ = ["LocalStorage", "Storage", "sha256_file", "write_atomic"]
+__all__ = ["HashingWriter", "LocalStorage", "Storage", "sha256_file", "write_atomic"]

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 def sha256_file(path: Path) -> str:
@@ -14,6 +20,52 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_OVERLAP_FROM = 1 << 20  # smaller writes are hashed inline: a thread hand-off costs more than it saves
+
+
+class HashingWriter(io.RawIOBase):
+    """A writable file that hashes the bytes as they go to disk, so nothing is read back to hash them.
+
+    Large writes are hashed on a helper thread while this one writes them (both release the GIL), and
+    each write returns only when both are done: the caller's buffer is never used after it returns.
+    Writing N bytes then costs about max(write, hash), not write + read + hash.
+    """
+
+    _pool: ThreadPoolExecutor | None = None
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._file = self.path.open("wb")
+        self._digest = hashlib.sha256()
+        self.bytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        view = memoryview(data).cast("B")
+        if len(view) < _OVERLAP_FROM:
+            self._digest.update(view)
+            self._file.write(view)
+        else:
+            if HashingWriter._pool is None:
+                HashingWriter._pool = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+            hashed = HashingWriter._pool.submit(self._digest.update, view)
+            self._file.write(view)
+            hashed.result()
+        self.bytes += len(view)
+        return len(view)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
+
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

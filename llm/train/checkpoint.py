@@ -1,7 +1,8 @@
 """Saving and loading checkpoints through the DeepSpeed engine, with the commit protocol.
 
-Every rank writes its DeepSpeed shards and its RNG state into RUN_DIR/checkpoints/<tag>/; each node
-hashes what it holds (no shared filesystem is assumed) and rank 0 merges the hashes into the
+Every rank writes its DeepSpeed shards and its RNG state into RUN_DIR/checkpoints/<tag>/, hashing
+the bytes as they go to disk (`HashingWriter`: nothing is read back on the step path); each node
+collects the hashes of what it holds (no shared filesystem is assumed) and rank 0 merges them into the
 manifest, which is written last; only then does `latest` move (llm/checkpoints/catalogue.py reads
 what this writes). A crash at any moment leaves the previous checkpoint as `latest` and loadable.
 """
@@ -12,17 +13,18 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
+from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
 
 from llm.checkpoints.catalogue import CheckpointCatalogue, tag_for
 from llm.checkpoints.manifest import CHECKPOINT_FORMAT_VERSION, MANIFEST_NAME, CheckpointManifest, FileEntry
 from llm.checkpoints.remote import attempt_prefix, new_attempt_id
 from llm.errors import UsageError
 from llm.failpoints import failpoint
-from llm.storage import Storage
+from llm.storage import HashingWriter, Storage
 from llm.train.collectives import Collectives
 from llm.train.engine import DistInfo
 from llm.train.node_sync import NodeSync, prune_parts
@@ -48,12 +50,63 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _hash_files(storage: Storage, tag: str) -> dict[str, FileEntry]:
-    return {
-        name: FileEntry(sha256=storage.sha256(f"{tag}/{name}"), bytes=size)
-        for name, size in storage.files(tag).items()
-        if name != MANIFEST_NAME
-    }
+Written = dict[str, FileEntry]  # what this process wrote through HashingWriter, by absolute path
+
+
+def _save_hashed(written: Written, obj: Any, path: str | Path, *, zipfile: bool = True) -> None:
+    """torch.save(obj, path), hashing the bytes on their way to disk."""
+    with HashingWriter(Path(path)) as out:
+        torch.save(obj, cast("IO[bytes]", out), _use_new_zipfile_serialization=zipfile)
+    written[str(Path(path).resolve())] = FileEntry(sha256=out.sha256(), bytes=out.bytes)
+
+
+def hash_as_written(engine: Any) -> Written:
+    """Route the engine's checkpoint writes through `_save_hashed` (once); what they wrote, by path.
+
+    Only DeepSpeed's plain torch.save engine is wrapped; with another (decoupled, fast writer) the
+    files are read back and hashed after the save, as before."""
+    written: Written | None = getattr(engine, "_llm_written", None)
+    if written is None:
+        written = {}
+        inner: Any = getattr(engine, "checkpoint_engine", None)
+        if type(inner) is TorchCheckpointEngine:
+            zipfile = bool(inner.zipfile_serialization)
+
+            def save(state_dict: Any, path: str) -> None:
+                _save_hashed(written, state_dict, path, zipfile=zipfile)
+
+            inner.save = save  # type: ignore[method-assign]
+        engine._llm_written = written
+    return written
+
+
+def _taken(written: Written, folder: Path) -> Written:
+    """The entries of files under `folder`, removed from `written` (by name inside the folder)."""
+    root = folder.resolve()
+    out: Written = {}
+    for path in [p for p in written if Path(p).parent == root]:
+        out[Path(path).name] = written.pop(path)
+    return out
+
+
+def _node_files(
+    storage: Storage, tag: str, node: str, reports: list[tuple[str, Written]]
+) -> dict[str, FileEntry]:
+    """Every file of `tag` this node holds, with the hash a rank of this node took as it wrote it;
+    a file no rank reported (or whose size changed since) is read back and hashed."""
+    known: Written = {}
+    for rank_node, entries in reports:
+        if rank_node == node:
+            known.update(entries)
+    files: dict[str, FileEntry] = {}
+    for name, size in storage.files(tag).items():
+        if name == MANIFEST_NAME:
+            continue
+        entry = known.get(name)
+        if entry is None or entry.bytes != size:
+            entry = FileEntry(sha256=storage.sha256(f"{tag}/{name}"), bytes=size)
+        files[name] = entry
+    return files
 
 
 def save_checkpoint(
@@ -85,12 +138,14 @@ def save_checkpoint(
     if folder.exists() and dist_info.is_node_main:
         storage.delete(tag)  # left by a save that crashed: start it afresh, no stale shards
     collectives.barrier()
+    written = hash_as_written(engine)
     engine.save_checkpoint(str(root), tag=tag, client_state={"llm": state}, save_latest=False)
-    torch.save(rng_state(), folder / f"rng_state_rank{dist_info.rank}.pt")
+    _save_hashed(written, rng_state(), folder / f"rng_state_rank{dist_info.rank}.pt")
     failpoint("checkpoint.before_manifest", at=step)
-    collectives.barrier()
-    # Each node hashes what it holds, so no shared filesystem is assumed; rank 0 merges.
-    files = _hash_files(storage, tag) if dist_info.is_node_main else {}
+    # Every rank's hashes reach its node's first rank, which lists what the node holds (no shared
+    # filesystem is assumed); rank 0 merges. The first gather is also the barrier after the writes.
+    reports = collectives.gather((dist_info.node, _taken(written, folder)))
+    files = _node_files(storage, tag, dist_info.node, reports) if dist_info.is_node_main else {}
     by_rank = collectives.gather(files)
     merged: dict[str, FileEntry] = {}
     for node_files in by_rank:

@@ -210,6 +210,8 @@ def run(plan: Plan) -> int:
     start = None
     if resume_from is not None:
         start = checkpoint.load_checkpoint(engine, resume_from, dist_info=info)
+    if cfg.compile:  # in place: the module's state_dict, and so every checkpoint, keeps its keys
+        engine.compile()
 
     events, reporter = None, None
     if info.is_main:
@@ -464,7 +466,8 @@ def _print_sample(engine: object, dataset: PreparedDataset, tokens: int, *, seed
     tokenizer = dataset.tokenizer
     start = torch.tensor([[tokenizer.eot_id]], device=device())
     generator = torch.Generator(device=device()).manual_seed(seed)
-    out = generate(module, start, max_new_tokens=tokens, temperature=0.8, top_k=50, generator=generator)
+    with torch.compiler.set_stance("force_eager"):  # a compiled model would recompile for every length
+        out = generate(module, start, max_new_tokens=tokens, temperature=0.8, top_k=50, generator=generator)
     if is_main:
         text = tokenizer.decode(out[0, 1:].tolist())
         print(f"\n--- sample ({tokens} tokens) ---\n{text}\n--- end of sample ---", flush=True)
