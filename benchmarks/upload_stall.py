@@ -93,10 +93,8 @@ def one_run(
     run = run_with_saves(
         args, run_dir, n_embd=args.n_embd, env=env, extra=("--checkpoint-uri", uri) if uri else ()
     )
-    recs, train, saved, blocked = run.records, run.train, run.saved, run.blocked_s
-    finished = next(r for r in recs if r["type"] == "run_state" and r["state"] == "finished")
-    # the last save follows the final evaluation: only saves inside the run measure the save alone
-    blocked = [s["time"] - train[s["step"]]["time"] for s in saved if s["step"] < args.steps]
+    train, saved = run.train, run.saved
+    finished = next(r for r in run.records if r["type"] == "run_state" and r["state"] == "finished")
     after = [
         train[s["step"] + k]["step_time"]
         for s in saved
@@ -105,7 +103,7 @@ def one_run(
     ]
     size = sum(p.stat().st_size for p in (run_dir / "checkpoints").rglob("*") if p.is_file())
     return {
-        "blocked_s": blocked,
+        "blocked_s": run.blocked_s,
         "steps_after_save_s": after,
         "end_wait_s": finished["time"] - saved[-1]["time"],
         "checkpoint_mb": size / 2 / 1e6,  # keep-last 2: two checkpoints on disk
