@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from llm.errors import UsageError, fail
+from llm.errors import UsageError, fail_before_ranks_meet
 
 
 def main(argv: list[str]) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
         adopt_launcher_env()  # OpenMPI's or srun's rank variables, before anything reads WORLD_SIZE
         plan = Plan.from_argv(argv)  # every check that needs no other rank: exit 2 before any work
     except UsageError as err:
-        fail(str(err), quiet=not _prints_errors())
+        fail_before_ranks_meet(str(err), speaks=_prints_errors())
     gathered = plan.cfg.checkpoint_sync == "rsync" and int(os.environ.get("WORLD_SIZE", 1)) > 1
     resumed = plan.resume_manifest
     if resumed is not None and resumed.step >= plan.cfg.max_steps and not gathered:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -29,6 +30,22 @@ def fail(message: str, *, quiet: bool = False) -> NoReturn:
     if not quiet:
         print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(USAGE_EXIT_CODE)
+
+
+SILENT_RANK_GRACE_S = 20.0
+
+
+def fail_before_ranks_meet(message: str, *, speaks: bool) -> NoReturn:
+    """Exit 2 from a check every rank makes on its own, before the ranks have met.
+
+    Only `speaks` ranks print (one line per node, not one per rank). Launchers end every rank as soon
+    as one exits non-zero, so a silent rank that left first could have the speaking rank killed before
+    it prints. A silent rank waits instead; if nothing ended it meanwhile, the problem was its own, and
+    it says so.
+    """
+    if not speaks:
+        time.sleep(SILENT_RANK_GRACE_S)
+    fail(message)
 
 
 def read_json(path: Path, *, what: str, fix: str) -> Any:

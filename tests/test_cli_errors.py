@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from llm.errors import SILENT_RANK_GRACE_S
 from tests.helpers import CPU_CONFIG, REPO, child_env, ds_config, run_train, tiny_args
 
 
@@ -126,9 +127,29 @@ def test_resume_from_an_incomplete_checkpoint(tmp_path: Path) -> None:
 
 @pytest.mark.dist
 def test_the_launcher_passes_exit_code_2_through(tmp_path: Path) -> None:
-    shutil.copy(CPU_CONFIG, tmp_path / "cpu.json")
-    done = run_train(["--deepspeed", "ds_configs/3090.json", *tiny_args(tmp_path / "r")], nproc=2)
+    """Even when the silent rank finds the problem first: the launcher ends the job on its exit.
+
+    Local rank 0 starts late here (a sitecustomize that sleeps), as it did at random under load.
+    """
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, time\nif os.environ.get('LOCAL_RANK') == '0':\n    time.sleep(5)\n"
+    )
+    done = run_train(
+        ["--deepspeed", "ds_configs/3090.json", *tiny_args(tmp_path / "r")], nproc=2,
+        env=child_env(PYTHONPATH=str(tmp_path)),
+    )  # fmt: skip
     _assert_usage_error(done, '"fp16" needs a CUDA GPU')
+
+
+def test_a_silent_rank_says_the_problem_if_no_other_rank_does(tmp_path: Path) -> None:
+    started = time.monotonic()
+    args = ["--deepspeed", "ds_configs/3090.json", *tiny_args(tmp_path / "r")]
+    done = subprocess.run(
+        [sys.executable, "launch/train.py", *args], cwd=REPO,
+        env=child_env(LOCAL_RANK="1", RANK="1", WORLD_SIZE="2"), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    _assert_usage_error(done, '"fp16" needs a CUDA GPU')
+    assert time.monotonic() - started >= SILENT_RANK_GRACE_S  # waited for local rank 0 to say it first
 
 
 def test_flags_are_never_abbreviated(tmp_path: Path) -> None:
