@@ -165,7 +165,8 @@ class DeepSpeedSettings:
     gradient_accumulation: int
     train_batch: int
     precision: Precision
-    zero_stage: int
+    zero_stage: int  # the stage DeepSpeed runs (config's), which on one rank may be below the JSON's
+    json_zero_stage: int  # the stage the JSON asks for
 
 
 def load_ds_config(path: Path, *, world_size: int, cuda_available: bool, max_steps: int) -> DeepSpeedSettings:
@@ -181,7 +182,10 @@ def load_ds_config(path: Path, *, world_size: int, cuda_available: bool, max_ste
     config["train_batch_size"] = total
     _resolve_scheduler(path, config, max_steps=max_steps)
     _check_monitor_packages(path, config)
-    stage = _zero_stage(path, config)
+    json_stage = _zero_stage(path, config)
+    stage = one_rank_stage(config, json_stage, world_size=world_size, precision=precision)
+    if stage != json_stage:
+        config["zero_optimization"] = {**config["zero_optimization"], "stage": stage}
     return DeepSpeedSettings(
         path=path,
         config=config,
@@ -190,7 +194,34 @@ def load_ds_config(path: Path, *, world_size: int, cuda_available: bool, max_ste
         train_batch=total,
         precision=precision,
         zero_stage=stage,
+        json_zero_stage=json_stage,
     )
+
+
+def one_rank_stage(config: dict[str, Any], stage: int, *, world_size: int, precision: Precision) -> int:
+    """The ZeRO stage to run: 0 where the JSON's 1 or 2 would partition over a single fp32 rank.
+
+    ZeRO 1 and 2 split the optimizer states and gradients among ranks; on one rank they split nothing,
+    yet DeepSpeed still copies every gradient into its buckets and partitions, flattens them again and
+    copies the weights back each step: 1.56x ZeRO-0's step at gpt2-small's shape on a CPU
+    (benchmarks/engine_ab.py). ZeRO-0 runs the same optimizer on the same numbers. Its checkpoints differ
+    in layout only, and llm/train/checkpoint.py moves Adam's states between the layouts. So this holds
+    for torch's Adam and AdamW (`"torch_adam": true`) in fp32; fp16 and bf16 keep the JSON's stage
+    (DeepSpeed's ZeRO-0 optimizers for them save yet other layouts), as do other optimizers and
+    ZeRO-Offload (it is there to move memory off the device).
+    """
+    optimizer = config.get("optimizer") or {}
+    torch_adam = str(optimizer.get("type", "")).lower() in ("adam", "adamw") and bool(
+        (optimizer.get("params") or {}).get("torch_adam")
+    )
+    if world_size == 1 and stage in (1, 2) and precision == "fp32" and torch_adam and not _offloads(config):
+        return 0
+    return stage
+
+
+def _offloads(config: dict[str, Any]) -> bool:
+    zero = config.get("zero_optimization") or {}
+    return _optimizer_on_cpu(config) or (zero.get("offload_param") or {}).get("device") in ("cpu", "nvme")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

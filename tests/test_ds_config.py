@@ -316,3 +316,40 @@ def test_scheduler_params_match_deepspeeds_schedules() -> None:
     assert set(SCHEDULER_PARAMS) == set(lr_schedules.VALID_LR_SCHEDULES)
     for name, keys in SCHEDULER_PARAMS.items():
         assert keys == _signature_keywords(getattr(lr_schedules, name), passed_by_deepspeed=set()), name
+
+
+@pytest.mark.parametrize(
+    ("base", "zero", "world_size", "cuda", "runs"),
+    [
+        ("cpu.json", {"stage": 1}, 1, False, 0),  # one fp32 rank: nothing to partition
+        ("cpu.json", {"stage": 2, "overlap_comm": True}, 1, False, 0),
+        ("cpu.json", {"stage": 1}, 2, False, 1),  # two ranks partition
+        ("cpu.json", {"stage": 3}, 1, False, 3),  # ZeRO-3 checkpoints load only into ZeRO-3
+        ("cpu-bf16.json", {"stage": 1}, 1, False, 1),  # bf16's ZeRO-0 optimizer saves another layout
+        ("3090.json", None, 1, True, 2),  # fp16 likewise
+        ("offload.json", None, 1, True, 2),  # offload is there to move memory off the device
+        ("cpu.json", {"stage": 1, "offload_optimizer": {"device": "cpu"}}, 1, False, 1),
+        ("sgd", {"stage": 1}, 1, False, 1),  # Adam's states are what moves between the layouts
+        ("fused adam", {"stage": 1}, 1, False, 1),  # and torch's Adam keeps them per parameter
+    ],
+)
+def test_one_rank_runs_zero1_and_2_at_zero0_where_fp32_states_stay_portable(
+    tmp_path: Path, base: str, zero: dict | None, world_size: int, cuda: bool, runs: int
+) -> None:
+    config = json.loads(
+        (REPO / "ds_configs" / base.replace("sgd", "cpu.json").replace("fused adam", "cpu.json")).read_text()
+    )
+    if base == "sgd":
+        config["optimizer"] = {"type": "SGD", "params": {"lr": 0.5}}
+        config["zero_allow_untested_optimizer"] = True
+    if base == "fused adam":
+        config["optimizer"]["params"] = {"lr": 1e-3}  # DeepSpeed's FusedAdam
+    if zero is not None:
+        config["zero_optimization"] = zero
+    settings = _load(_write(tmp_path, config), world_size=world_size, cuda=cuda)
+    assert settings.json_zero_stage == config["zero_optimization"]["stage"]
+    assert settings.zero_stage == runs
+    assert settings.config["zero_optimization"]["stage"] == runs  # what DeepSpeed is handed
+    assert {k: v for k, v in settings.config["zero_optimization"].items() if k != "stage"} == {
+        k: v for k, v in config["zero_optimization"].items() if k != "stage"
+    }

@@ -1,4 +1,4 @@
-"""Full fp32 model weights from a checkpoint of any ZeRO stage, without DeepSpeed.
+"""Full fp32 model weights (and Adam's states) from a checkpoint of any ZeRO stage, without DeepSpeed.
 
 DeepSpeed's shards are torch pickles that name a few DeepSpeed classes (an enum for the ZeRO stage,
 config objects); importing DeepSpeed to unpickle them costs seconds and its accelerator set-up. We
@@ -12,13 +12,21 @@ read them with stand-ins for those classes and rebuild the weights ourselves:
   group holds its piece of every parameter in order, so a parameter is the concatenation of the
   ranks' pieces at the same offset, cut to its size.
 Tied parameters are saved once; `shared_params` names the alias (lm_head.weight -> wte.weight).
+
+Adam's moments lie the same way: in ZeRO 0's torch optimizer state dict, indexed by the parameters'
+order across groups (the order of `param_shapes`), and in ZeRO 1 and 2's flat partitions beside the
+fp32 weights. `read_adam_states` reads them per parameter name, so a checkpoint of one layout can be
+loaded into an engine of the other (llm/train/checkpoint.py).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -74,20 +82,29 @@ def _optimizer_shards(folder: Path) -> list[dict[str, Any]]:
     return shards
 
 
-def _zero12(folder: Path, param_shapes: list[dict[str, torch.Size]]) -> dict[str, torch.Tensor]:
+def _zero12(
+    folder: Path,
+    param_shapes: list[dict[str, torch.Size]],
+    flat_of: Callable[[dict[str, Any], int], torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Per parameter, the numbers `flat_of(shard, group)` gives for each rank's partition of a group."""
     shards = _optimizer_shards(folder)
-    weights: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
     for group, shapes in enumerate(param_shapes):
-        flat = torch.cat([shard["single_partition_of_fp32_groups"][group] for shard in shards])
+        flat = torch.cat([flat_of(shard, group) for shard in shards])
         paddings = shards[0].get("param_alignment_paddings")
         offset = 0
         for index, (name, shape) in enumerate(shapes.items()):
             numel = math.prod(shape)
-            weights[name] = flat.narrow(0, offset, numel).view(shape).clone()
+            out[name] = flat.narrow(0, offset, numel).view(shape).clone()
             offset += numel + (paddings[group][index] if paddings else 0)
         if offset > flat.numel():
             raise ValueError(f"group {group} needs {offset} numbers, the shards hold {flat.numel()}")
-    return weights
+    return out
+
+
+def _fp32_weights(shard: dict[str, Any], group: int) -> torch.Tensor:
+    return shard["single_partition_of_fp32_groups"][group]
 
 
 def _zero3(folder: Path, param_shapes: list[dict[str, torch.Size]]) -> dict[str, torch.Tensor]:
@@ -121,7 +138,9 @@ def read_zero_weights(folder: Path, *, zero_stage: int) -> dict[str, torch.Tenso
         raise ValueError("frozen parameters are not supported")
     buffers = {k: v.float() for k, v in states["module"].items() if k in set(states.get("buffer_names", []))}
     param_shapes = list(states["param_shapes"])
-    weights = (_zero3 if zero_stage == 3 else _zero12)(folder, param_shapes)
+    weights = (
+        _zero3(folder, param_shapes) if zero_stage == 3 else _zero12(folder, param_shapes, _fp32_weights)
+    )
     for alias, source in dict(states.get("shared_params", {})).items():
         weights[alias] = weights[source]
     return {**buffers, **weights}
@@ -133,3 +152,55 @@ def load_model_weights(folder: Path) -> dict[str, torch.Tensor]:
     if manifest is None:
         raise UsageError(f"{folder}: not a complete checkpoint (no valid manifest.json)")
     return read_zero_weights(folder, zero_stage=manifest.zero_stage)
+
+
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+@dataclass(frozen=True)
+class AdamStates:
+    """Adam's moments per parameter name (fp32, full size) and the optimizer's step count."""
+
+    moments: dict[str, dict[str, torch.Tensor]]
+    step: float
+
+
+def read_adam_states(folder: Path, *, zero_stage: int, order: dict[str, torch.Size]) -> AdamStates:
+    """Adam's state of every parameter in a ZeRO 0, 1 or 2 checkpoint, by parameter name.
+
+    `order`: the parameters' names and shapes in the order of the optimizer's groups, the order a
+    ZeRO-0 optimizer state dict indexes them by (such a checkpoint does not name them).
+    """
+    if zero_stage not in (0, 1, 2):
+        raise ValueError(f"ZeRO {zero_stage}: only ZeRO 0, 1 and 2 checkpoints are read per parameter")
+    states = _load(folder / "mp_rank_00_model_states.pt")
+    if zero_stage == 0:
+        saved = states["optimizer"]["state"]
+        if sorted(saved) != list(range(len(order))):
+            raise ValueError(
+                f"the optimizer holds state for {len(saved)} parameters, the model has {len(order)}"
+            )
+        moments = {name: {k: saved[i][k].float() for k in ADAM_MOMENTS} for i, name in enumerate(order)}
+        steps = {float(state["step"]) for state in saved.values()}
+    else:
+        param_shapes = list(states["param_shapes"])
+        by_key = {
+            key: _zero12(folder, param_shapes, functools.partial(_moment, key=key)) for key in ADAM_MOMENTS
+        }
+        moments = {name: {key: by_key[key][name] for key in ADAM_MOMENTS} for name in by_key[ADAM_MOMENTS[0]]}
+        shard = _optimizer_shards(folder)[0]
+        steps = {float(state["step"]) for state in shard["base_optimizer_state"]["state"].values()}
+    for name, shape in order.items():
+        found = moments.get(name, {}).get("exp_avg")
+        if found is None or found.shape != shape:
+            raise ValueError(
+                f"{name}: the checkpoint holds {None if found is None else tuple(found.shape)}, "
+                f"the model needs {tuple(shape)}"
+            )
+    if len(steps) != 1:
+        raise ValueError(f"the parameters were stepped different numbers of times: {sorted(steps)}")
+    return AdamStates(moments=moments, step=steps.pop())
+
+
+def _moment(shard: dict[str, Any], group: int, *, key: str) -> torch.Tensor:
+    return shard["base_optimizer_state"]["state"][group][key]

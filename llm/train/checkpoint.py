@@ -22,11 +22,12 @@ from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
 from llm.checkpoints.catalogue import CheckpointCatalogue, tag_for
 from llm.checkpoints.manifest import CHECKPOINT_FORMAT_VERSION, MANIFEST_NAME, CheckpointManifest, FileEntry
 from llm.checkpoints.remote import attempt_prefix, new_attempt_id
+from llm.checkpoints.weights import read_adam_states
 from llm.errors import UsageError
 from llm.failpoints import failpoint
 from llm.storage import HashingWriter, Storage
 from llm.train.collectives import Collectives
-from llm.train.engine import DistInfo
+from llm.train.engine import DistInfo, optimizer_order, set_adam_states
 from llm.train.node_sync import NodeSync, prune_parts
 from llm.train.uploader import CheckpointUploader, UploadJob
 
@@ -230,13 +231,24 @@ class Restored:
 def load_checkpoint(engine: Any, folder: Path, *, dist_info: DistInfo) -> Restored:
     """Restore weights, optimizer, schedule (DeepSpeed) and this rank's RNG state (ours)."""
     manifest = CheckpointCatalogue.local(folder.parent).manifest(folder.name)
+    stage = engine.zero_optimization_stage()
+    across = manifest.zero_stage != stage  # e.g. one rank's ZeRO-0 layout resumed on several at ZeRO-1
+    if across and (3 in (stage, manifest.zero_stage) or manifest.precision != "fp32"):
+        raise UsageError(
+            f"checkpoint {folder}: written at ZeRO-{manifest.zero_stage} ({manifest.precision}), this run "
+            f"trains at ZeRO-{stage}; DeepSpeed loads ZeRO-3 and fp16/bf16 states only into the stage that "
+            f"wrote them: resume with a JSON whose zero_optimization.stage is {manifest.zero_stage}"
+        )
     loaded, client_state = engine.load_checkpoint(
-        str(folder.parent), tag=folder.name, load_optimizer_states=True, load_lr_scheduler_states=True
+        str(folder.parent), tag=folder.name, load_optimizer_states=not across, load_lr_scheduler_states=True
     )
     if loaded is None:
         raise UsageError(
             f"checkpoint {folder}: DeepSpeed could not load it; resume from an earlier checkpoint"
         )
+    if across:
+        order = optimizer_order(engine.module)
+        set_adam_states(engine, read_adam_states(folder, zero_stage=manifest.zero_stage, order=order))
     rng_file = folder / f"rng_state_rank{dist_info.rank}.pt"
     if manifest.world_size == dist_info.world_size and rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from llm.checkpoints.weights import ADAM_MOMENTS, AdamStates
 from llm.ds_config import DeepSpeedSettings
 from llm.errors import UsageError, fail
 from llm.telemetry.gpu_memory import apply_memory_cap
@@ -196,6 +197,56 @@ def device() -> torch.device:
         if torch.cuda.is_available()
         else torch.device("cpu")
     )
+
+
+def optimizer_order(model: nn.Module) -> dict[str, torch.Size]:
+    """The parameters' names and shapes in the order of the optimizer's groups (build_engine's)."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return {names[id(p)]: p.shape for group in _param_groups(model) for p in group["params"]}
+
+
+def set_adam_states(engine: Any, states: AdamStates) -> None:
+    """Put Adam's moments and step count, given per parameter name, into a ZeRO 0, 1 or 2 engine.
+
+    How a checkpoint of one layout resumes in the other (llm/train/checkpoint.py); the weights come
+    in through DeepSpeed's own loading of the module.
+    """
+    names = {id(p): name for name, p in engine.module.named_parameters()}
+    stage = engine.zero_optimization_stage()
+
+    def step() -> torch.Tensor:  # one tensor each: torch's fused AdamW counts steps in place
+        return torch.tensor(states.step)
+
+    if stage == 0:
+        optimizer = engine.optimizer
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        per_param = [{"step": step(), **states.moments[names[id(p)]]} for p in params]
+    elif stage in (1, 2):
+        zero = engine.optimizer
+        optimizer = zero.optimizer
+        rank = dist.get_rank(group=zero.dp_process_group)
+        per_param = []
+        for index, group in enumerate(zero.bit16_groups):
+            if optimizer.param_groups[index]["params"] != [zero.single_partition_of_fp32_groups[index]]:
+                raise RuntimeError("DeepSpeed's optimizer groups are not one flat partition each")
+            flat = zero.bit16_groups_flat[index]
+            size = int(zero.partition_size[index])
+            full = {key: torch.zeros(flat.numel(), device=flat.device) for key in ADAM_MOMENTS}
+            for p in group:
+                start = (p.data.data_ptr() - flat.data_ptr()) // flat.element_size()
+                if p.data.untyped_storage().data_ptr() != flat.untyped_storage().data_ptr() or not (
+                    start >= 0 and start + p.numel() <= flat.numel()
+                ):
+                    raise RuntimeError(f"{names[id(p)]} is not a view into its group's flat buffer")
+                for key in ADAM_MOMENTS:
+                    full[key][start : start + p.numel()] = states.moments[names[id(p)]][key].reshape(-1)
+            own = {key: tensor.narrow(0, rank * size, size).clone() for key, tensor in full.items()}
+            per_param.append({"step": step(), **own})
+    else:
+        raise ValueError(f"ZeRO {stage}: Adam's states are set per parameter at ZeRO 0, 1 and 2 only")
+    saved = optimizer.state_dict()
+    saved["state"] = dict(enumerate(per_param))
+    optimizer.load_state_dict(saved)
 
 
 def _param_groups(model: nn.Module) -> list[dict[str, Any]]:

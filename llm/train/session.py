@@ -21,6 +21,7 @@ from llm import nodes as node_facts
 from llm.checkpoints import catalogue
 from llm.config import RunConfig
 from llm.data.prepare import PreparedDataset, load_dataset, prepare_dataset
+from llm.ds_config import DeepSpeedSettings
 from llm.errors import UsageError, fail
 from llm.model.config import GPTConfig, stored_model
 from llm.model.gpt import GPT
@@ -360,11 +361,17 @@ def _start_events(
     )
     print(
         f"run {run_dir}: {GPT.parameter_count(model_cfg) / 1e6:.2f}M parameters, "
-        f"{world_size} rank(s), {ds.precision}, ZeRO-{ds.zero_stage}, "
+        f"{world_size} rank(s), {ds.precision}, ZeRO-{ds.zero_stage}{_stage_note(ds)}, "
         f"micro-batch {ds.micro_batch} x accumulation {ds.gradient_accumulation}, {cfg.max_steps} steps",
         flush=True,
     )
     return events, reporter
+
+
+def _stage_note(ds: DeepSpeedSettings) -> str:
+    if ds.zero_stage == ds.json_zero_stage:
+        return ""
+    return f" (the JSON's ZeRO-{ds.json_zero_stage} has nothing to partition on one rank)"
 
 
 def _report_lost_ranks(spare: Collectives, err: RuntimeError, *, timeout_s: float, is_main: bool) -> None:
