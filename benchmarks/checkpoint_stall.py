@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/checkpoint_stall.py [--n-embd 256,512,768] [--rounds 2] [--steps 9] \
         [--against DIR]
 
-For each model width, the real trainer (`python launch/train.py`, one process, ZeRO-1 from
-ds_configs/cpu.json, 4 layers) saves every `--save-every` steps. From its metrics.jsonl:
+For each model width, the real trainer (`python launch/train.py`, one process, ds_configs/cpu.json
+at ZeRO-0 as one rank runs it, 4 layers) saves every `--save-every` steps. From its metrics.jsonl:
 
 - blocked: from the train record of a save step to its `checkpoint_saved` record, i.e. the whole save
   on the step path (DeepSpeed's shards, the RNG file, hashes, manifest, `latest`, retention);
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "checkpoint_stall.json").write_text(json.dumps(result, indent=1))
     (args.out / "checkpoint_stall.md").write_text(
         f"# Checkpoint stall ({result['date']})\n\n`{command}`\n\n"
-        f"{args.n_layer} layers, one process, ZeRO-1, fp32; a save every {args.save_every} of {args.steps} "
+        f"{args.n_layer} layers, one process, ZeRO-0, fp32; a save every {args.save_every} of {args.steps} "
         f"steps; {args.rounds} rounds, interleaved; load {load_before} before, {result['load_after']} "
         f"after.{against}\n\n{table}\n\n"
         "Blocked: the train record of a save step to its checkpoint_saved record (the whole save on the step "

@@ -99,6 +99,7 @@ def markdown(result: dict[str, Any], files: dict[str, str]) -> str:
         "MFU is against the peak the trainer measured or looked up for its device (run.json's `peak_flops`: "
         "on a CPU a timed matmul of the model's shapes, on a GPU the data sheet's dense figure). Scaling "
         "efficiency: tokens/s ÷ (ranks × the single run's tokens/s).",
+        *_stage_note(scen),
         "",
         f"![throughput and MFU]({files['throughput']})",
         "",
@@ -361,3 +362,19 @@ def _plot_breakdown(result: dict[str, Any], path: Path) -> None:
     ax.set_title("where a step's time goes (DeepSpeed's timers)")
     ax.legend(fontsize=8, ncol=len(TIMER_LABELS), loc="upper center", bbox_to_anchor=(0.5, -0.35))
     _save(fig, path, {"scenarios": names, "ms": data})
+
+
+def _stage_note(scen: dict[str, dict[str, Any]]) -> list[str]:
+    """Where the trainer ran another stage than the JSON's (one rank: ZeRO-0 for a ZeRO 1 or 2 JSON)."""
+    changed = [
+        n for n, row in scen.items() if row.get("json_zero_stage", row["zero_stage"]) != row["zero_stage"]
+    ]
+    if not changed:
+        return []
+    stages = sorted({scen[n]["json_zero_stage"] for n in changed})
+    return [
+        "",
+        f"ZeRO is the stage the trainer ran. In {', '.join(changed)} it ran ZeRO-0 where the JSON "
+        f"(handed to the baselines as given) asks for ZeRO-{', '.join(map(str, stages))}: on one rank "
+        "there is nothing to partition (docs/training.md, checkpoints and resume).",
+    ]

@@ -186,6 +186,7 @@ def trainer_figures(args: argparse.Namespace, scenario: Scenario, run_dir: Path)
         if r["type"] == "train" and r["step"] - args.log_every >= scenario.warmup
     ]
     run = json.loads((run_dir / "run.json").read_text())
+    ran = json.loads((run_dir / "run.ds_config.json").read_text())  # as resolved and handed to DeepSpeed
     ranks = json.loads((run_dir / "rank_stats.json").read_text())["ranks"]
     if not train:
         raise SystemExit(
@@ -210,6 +211,9 @@ def trainer_figures(args: argparse.Namespace, scenario: Scenario, run_dir: Path)
         "breakdown_ms": breakdown,
         "first_step_extra_s": first_step_extra(ranks[0]["timers_ms"], scenario.warmup),
         "ranks": [{k: r[k] for k in ("rank", "node", "threads", "memory")} for r in ranks],
+        "zero_stage": int(
+            ran.get("zero_optimization", {}).get("stage", 0)
+        ),  # one rank: 0 for a JSON's 1 or 2
         "run": {k: run[k] for k in ("parameters", "peak_flops", "peak_flops_how", "model", "hardware")},
     }
 
@@ -383,7 +387,8 @@ def summarise(
         first = rounds[0]
         tokens = statistics.median(r["tokens_per_s"] for r in rounds)
         row: dict[str, Any] = {
-            "ranks": s.ranks, "nodes": s.nodes, "zero_stage": s.zero_stage, "warmup_steps": s.warmup,
+            "ranks": s.ranks, "nodes": s.nodes, "zero_stage": first["zero_stage"],
+            "json_zero_stage": s.zero_stage, "warmup_steps": s.warmup,
             "steps": s.steps,
             "tokens_per_s": tokens, "tokens_per_s_per_device": tokens / s.ranks,
             "tflops": statistics.median(r["tflops"] for r in rounds),
@@ -643,7 +648,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.hosts = read_hostfile(args.hostfile) if args.hostfile else None
     except UsageError as err:
         parser.error(str(err))
-    args.precision, args.zero_stage = settings.precision, settings.zero_stage
+    # the JSON's stage goes to every scenario and baseline; the trainer on one rank runs its own choice
+    args.precision, args.zero_stage = settings.precision, settings.json_zero_stage
     if args.micro_batch is None:
         args.micro_batch = settings.micro_batch
     if args.ranks is None:

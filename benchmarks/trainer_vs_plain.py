@@ -1,9 +1,9 @@
 """Trainer vs a plain PyTorch loop and nanoGPT's recipe: same shape, batch, dtype and data, one process.
 
-    .venv/bin/python benchmarks/trainer_vs_plain.py [--steps 40] [--rounds 3] [--zero-stages 0,1] [--profile]
+    .venv/bin/python benchmarks/trainer_vs_plain.py [--steps 40] [--rounds 3] [--zero-stages 0] [--profile]
         [--for-loop-variants] [--dashboard-variants]
 
-Runs are interleaved (plain, nanoGPT, trainer ZeRO-0, trainer ZeRO-1, plain, ...) because this machine
+Runs are interleaved (plain, nanoGPT, trainer ZeRO-0, its variants, plain, ...) because this machine
 is shared and noisy; each figure is the median over rounds of the median window rate after warm-up.
 Every loop is timed the trainer's way: a window of `--log-every` steps that closes after `loss.item()`
 (the device sync). The trainer's headline figure is wall clock between consecutive train records, so
@@ -203,7 +203,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are medians")
     parser.add_argument("--log-every", type=int, default=1, help="steps per timing window (trainer's too)")
     parser.add_argument(
-        "--zero-stages", default="0,1", help="ZeRO stages to run the trainer with (0: what one process needs)"
+        "--zero-stages",
+        default="0",
+        help="ZeRO stages to run the trainer with: 0 (what one process runs; a ZeRO 1 or 2 JSON runs at 0 "
+        "there, llm.ds_config.one_rank_stage: benchmarks/engine_ab.py compares those stages) or 3",
     )
     parser.add_argument(
         "--for-loop-variants",
@@ -238,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     shapes = model_matmul_shapes(tokens=tokens_per_step, width=cfg.n_embd, vocab=cfg.vocab_size)
     peak, peak_how = cpu_peak_flops(matmul_shapes=shapes, precision="fp32")  # every loop here runs on the CPU
     stages = [int(x) for x in args.zero_stages.split(",")]
+    if not set(stages) <= {0, 3}:
+        raise SystemExit("error: --zero-stages: one process runs a ZeRO 1 or 2 JSON at ZeRO-0; give 0 or 3")
     variants = [Variant(z) for z in stages]
     variants += [Variant(z, for_loop=True) for z in stages if args.for_loop_variants]
     variants += [Variant(z, dashboard=True) for z in stages if args.dashboard_variants]

@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/upload_stall.py [--rounds 2] [--steps 30] [--save-every 10] [--n-embd 512]
 
-Each round runs the real trainer twice, one process (`python launch/train.py`, ZeRO-1 from
-ds_configs/cpu.json), on the same model and data: once saving locally only, once also uploading each
+Each round runs the real trainer twice, one process (`python launch/train.py`, ds_configs/cpu.json
+at ZeRO-0 as one rank runs it), on the same model and data: once saving locally only, once also uploading each
 checkpoint to a `moto_server` started here on loopback (`--checkpoint-uri`); the order alternates
 between rounds so a noisy machine slows both alike. From each run's metrics.jsonl:
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "upload_stall.json").write_text(json.dumps(result, indent=1))
     (args.out / "upload_stall.md").write_text(
         f"# Checkpoint upload stall ({result['date']})\n\n`{command}`\n\n"
-        f"{args.n_layer} layers x {args.n_embd}, one process, ZeRO-1, fp32; a checkpoint of "
+        f"{args.n_layer} layers x {args.n_embd}, one process, ZeRO-0, fp32; a checkpoint of "
         f"{result['checkpoint_mb']:.0f} MB saved every {args.save_every} of {args.steps} steps "
         f"({saves} saves a run), uploaded to a moto_server on loopback; {args.rounds} rounds, alternating "
         f"order; load {load_before} before, {result['load_after']} after.\n\n{table}\n\n"

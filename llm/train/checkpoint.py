@@ -231,14 +231,8 @@ class Restored:
 def load_checkpoint(engine: Any, folder: Path, *, dist_info: DistInfo) -> Restored:
     """Restore weights, optimizer, schedule (DeepSpeed) and this rank's RNG state (ours)."""
     manifest = CheckpointCatalogue.local(folder.parent).manifest(folder.name)
-    stage = engine.zero_optimization_stage()
-    across = manifest.zero_stage != stage  # e.g. one rank's ZeRO-0 layout resumed on several at ZeRO-1
-    if across and (3 in (stage, manifest.zero_stage) or manifest.precision != "fp32"):
-        raise UsageError(
-            f"checkpoint {folder}: written at ZeRO-{manifest.zero_stage} ({manifest.precision}), this run "
-            f"trains at ZeRO-{stage}; DeepSpeed loads ZeRO-3 and fp16/bf16 states only into the stage that "
-            f"wrote them: resume with a JSON whose zero_optimization.stage is {manifest.zero_stage}"
-        )
+    # e.g. one rank's ZeRO-0 layout resumed on several ranks at ZeRO-1 (plan.check_loadable_stage)
+    across = manifest.zero_stage != engine.zero_optimization_stage()
     loaded, client_state = engine.load_checkpoint(
         str(folder.parent), tag=folder.name, load_optimizer_states=not across, load_lr_scheduler_states=True
     )

@@ -91,6 +91,7 @@ class Plan:
             manifest = catalogue.read_manifest(resume_from)
             assert manifest is not None  # resolve_resume returns complete checkpoints only
             check_same_model(resume_from, manifest, model)
+            check_loadable_stage(resume_from, manifest, settings)
             if run_dir is None:
                 run_dir = resume_from.parent.parent  # RUN_DIR/checkpoints/<tag>
         return Plan(
@@ -142,6 +143,19 @@ def check_same_model(folder: Path, manifest: CheckpointManifest, model: GPTConfi
         raise UsageError(
             f"--resume {folder}: the checkpoint's model has {', '.join(differ)}; resume with its settings "
             f"(see {folder.parent.parent / 'run.json'}) or start a new run"
+        )
+
+
+def check_loadable_stage(folder: Path, manifest: CheckpointManifest, settings: DeepSpeedSettings) -> None:
+    """A checkpoint of another ZeRO stage loads where Adam's fp32 states can move between the layouts
+    (ZeRO 0, 1 and 2; llm/train/checkpoint.py); DeepSpeed loads ZeRO-3's and fp16/bf16 states only into
+    the stage that wrote them."""
+    stages = {manifest.zero_stage, settings.zero_stage}
+    if len(stages) > 1 and (3 in stages or manifest.precision != "fp32" or settings.precision != "fp32"):
+        raise UsageError(
+            f"--resume {folder}: the checkpoint was written at ZeRO-{manifest.zero_stage} "
+            f"({manifest.precision}), this run trains at ZeRO-{settings.zero_stage} ({settings.precision}); "
+            f"resume with a DeepSpeed JSON at zero_optimization.stage {manifest.zero_stage}"
         )
 
 

@@ -48,7 +48,7 @@ from llm.train.engine import (
 )
 from llm.train.loop import LoopContext, train
 from llm.train.param_stats import ParamStats
-from llm.train.plan import RUNS_ROOT, Plan, check_same_model
+from llm.train.plan import RUNS_ROOT, Plan, check_loadable_stage, check_same_model
 from llm.train.rundir import code_version, config_hash, hardware, new_run_id, write_run_files
 from llm.train.signals import Interrupted, StopSignal
 from llm.train.uploader import CheckpointUploader
@@ -409,6 +409,7 @@ def _resume_problem(
     if plan is not None and folder != plan.resume_from:  # pulled from the checkpoint URI: the plan's checks
         try:
             check_same_model(folder, manifest, plan.model)
+            check_loadable_stage(folder, manifest, plan.settings)
         except UsageError as err:
             return str(err)
         if manifest.step >= plan.cfg.max_steps:

@@ -87,3 +87,22 @@ def test_one_rank_trains_at_zero0_and_two_ranks_resume_it_at_zero1(tmp_path: Pat
     assert _manifest(run, STEPS)["zero_stage"] == 1
     assert any(r["state"] == "resumed" and r["step"] == SAVED for r in metrics(run, "run_state"))
     assert sorted(train_losses(run)) == list(range(1, STEPS + 1))
+
+
+def test_a_stage_that_cannot_load_the_checkpoint_is_refused_before_launch(
+    tmp_path: Path, unbroken: Path
+) -> None:
+    checkpoint = unbroken / "checkpoints" / f"step_{SAVED:08d}"
+    done = run_train(
+        [
+            *_common(tmp_path, 3),
+            "--max-steps",
+            str(STEPS),
+            *tiny_args(tmp_path / "run", "--resume", checkpoint),
+        ]
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr[-3000:]
+    assert "written at ZeRO-1 (fp32), this run trains at ZeRO-3 (fp32)" in errors[0], errors[0]
+    assert "a DeepSpeed JSON at zero_optimization.stage 1" in errors[0], errors[0]
+    assert not (tmp_path / "run").exists()  # refused before anything was written
