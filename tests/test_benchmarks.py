@@ -82,3 +82,30 @@ def test_trainer_vs_plain_ratios_are_the_printed_rates_divided(tmp_path: Path) -
     assert table == [
         line for line in (tmp_path / "trainer_vs_plain.md").read_text().splitlines() if ROW.match(line)
     ]
+
+
+@pytest.mark.slow
+def test_checkpoint_stall_times_real_saves_and_its_table_is_its_json(tmp_path: Path) -> None:
+    from llm.model.config import from_preset
+    from llm.model.gpt import GPT
+
+    args = ["--n-embd", "64", "--rounds", "1", "--steps", "6", "--save-every", "3", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "benchmarks/checkpoint_stall.py", *args], cwd=REPO, env=child_env(),
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "checkpoint_stall.json").read_text())
+    (row,) = result["rows"]
+    (run,) = result["runs"]["this"]["64"]
+    assert len(run["blocked_s"]) == 1  # the save at step 3; the one at step 6 follows the final evaluation
+    assert min(run["blocked_s"][0], run["write_s"], run["durable_write_s"], run["read_back_hash_s"]) > 0
+    parameters = GPT.parameter_count(from_preset("tiny", n_layer=4, n_embd=64, n_head=8, vocab_size=8192))
+    assert run["bytes"] >= 12 * parameters  # fp32 weights and Adam's two moments: a whole checkpoint
+    assert row["blocked_median_s"] == run["blocked_s"][0]
+    assert row["blocked_over_write"] == row["blocked_median_s"] / run["write_s"]
+    table_row = (
+        f"| 64 | {row['checkpoint_mb']:.0f} | {row['blocked_median_s']:.3f} | {row['write_median_s']:.3f} | "
+        f"{row['durable_write_median_s']:.3f} | {row['blocked_over_write']:.2f} |"
+    )
+    assert table_row in (tmp_path / "checkpoint_stall.md").read_text()
