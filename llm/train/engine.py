@@ -269,7 +269,26 @@ def build_engine(model: nn.Module, settings: DeepSpeedSettings) -> Any:
         # step here, 3% on a busy machine (benchmarks/README.md). ZeRO 1-3 reduce into their own
         # buffers, so they keep it.
         engine.enable_backward_allreduce = False
+    if (
+        engine.zero_optimization_stage() == 0
+        and settings.precision == "fp32"
+        and engine.gradient_clipping() > 0
+    ):
+        engine.clip_fp32_gradients = lambda: _clip_keeping_the_norm(engine)
     return engine
+
+
+def _clip_keeping_the_norm(engine: Any) -> None:
+    """Clip as DeepSpeed's ZeRO-0 fp32 step does, and keep the norm it drops.
+
+    DeepSpeed's ZeRO and fp16/bf16 optimizers report the gradient norm before clipping; its plain fp32
+    path computes it, clips, and discards it, so train records would have no grad_norm (every one-rank
+    run with the shipped CPU config). torch's clip_grad_norm_ uses the same coefficient, max / (norm +
+    1e-6) capped at 1, and returns the norm; the gradients are already averaged over the ranks here, so
+    each rank's norm is the job's. Kept as a tensor: read (a device sync) only on steps that log.
+    """
+    grads = [p for p in engine.module.parameters() if p.grad is not None]
+    engine._global_grad_norm = torch.nn.utils.clip_grad_norm_(grads, engine.gradient_clipping())
 
 
 def step_stats(engine: Any) -> dict[str, Any]:
