@@ -10,8 +10,8 @@ ZeRO-0, llm.ds_config.one_rank_stage, because of what this script measures), on 
 runs on the machine hits each alike. Per step it times forward, backward (at ZeRO 1-2 with the gradient
 reduction DeepSpeed's hooks run), at ZeRO-0 one extra `engine.allreduce_gradients()` (the all-reduce of
 every gradient with itself that DeepSpeed would run on one rank, which build_engine turns off), and
-`engine.step`. Prints medians in ms and each stage's
-step ÷ ZeRO-0's; writes nothing. On one rank ZeRO partitions nothing, so any difference is overhead.
+`engine.step`. Prints medians in ms and each stage's step ÷ ZeRO-0's; writes nothing. On one rank ZeRO
+partitions nothing, so any difference is overhead.
 """
 
 from __future__ import annotations

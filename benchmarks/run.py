@@ -187,6 +187,7 @@ def trainer_figures(args: argparse.Namespace, scenario: Scenario, run_dir: Path)
     ]
     run = json.loads((run_dir / "run.json").read_text())
     ran = json.loads((run_dir / "run.ds_config.json").read_text())  # as resolved and handed to DeepSpeed
+    stage = int(ran.get("zero_optimization", {}).get("stage", 0))  # one rank: 0 for a JSON's 1 or 2
     ranks = json.loads((run_dir / "rank_stats.json").read_text())["ranks"]
     if not train:
         raise SystemExit(
@@ -211,9 +212,7 @@ def trainer_figures(args: argparse.Namespace, scenario: Scenario, run_dir: Path)
         "breakdown_ms": breakdown,
         "first_step_extra_s": first_step_extra(ranks[0]["timers_ms"], scenario.warmup),
         "ranks": [{k: r[k] for k in ("rank", "node", "threads", "memory")} for r in ranks],
-        "zero_stage": int(
-            ran.get("zero_optimization", {}).get("stage", 0)
-        ),  # one rank: 0 for a JSON's 1 or 2
+        "zero_stage": stage,
         "run": {k: run[k] for k in ("parameters", "peak_flops", "peak_flops_how", "model", "hardware")},
     }
 

@@ -83,12 +83,11 @@ def _optimizer_shards(folder: Path) -> list[dict[str, Any]]:
 
 
 def _zero12(
-    folder: Path,
+    shards: list[dict[str, Any]],
     param_shapes: list[dict[str, torch.Size]],
     flat_of: Callable[[dict[str, Any], int], torch.Tensor],
 ) -> dict[str, torch.Tensor]:
     """Per parameter, the numbers `flat_of(shard, group)` gives for each rank's partition of a group."""
-    shards = _optimizer_shards(folder)
     out: dict[str, torch.Tensor] = {}
     for group, shapes in enumerate(param_shapes):
         flat = torch.cat([flat_of(shard, group) for shard in shards])
@@ -139,7 +138,9 @@ def read_zero_weights(folder: Path, *, zero_stage: int) -> dict[str, torch.Tenso
     buffers = {k: v.float() for k, v in states["module"].items() if k in set(states.get("buffer_names", []))}
     param_shapes = list(states["param_shapes"])
     weights = (
-        _zero3(folder, param_shapes) if zero_stage == 3 else _zero12(folder, param_shapes, _fp32_weights)
+        _zero3(folder, param_shapes)
+        if zero_stage == 3
+        else _zero12(_optimizer_shards(folder), param_shapes, _fp32_weights)
     )
     for alias, source in dict(states.get("shared_params", {})).items():
         weights[alias] = weights[source]
@@ -183,13 +184,12 @@ def read_adam_states(folder: Path, *, zero_stage: int, order: dict[str, torch.Si
         moments = {name: {k: saved[i][k].float() for k in ADAM_MOMENTS} for i, name in enumerate(order)}
         steps = {float(state["step"]) for state in saved.values()}
     else:
-        param_shapes = list(states["param_shapes"])
+        param_shapes, shards = list(states["param_shapes"]), _optimizer_shards(folder)  # read once
         by_key = {
-            key: _zero12(folder, param_shapes, functools.partial(_moment, key=key)) for key in ADAM_MOMENTS
+            key: _zero12(shards, param_shapes, functools.partial(_moment, key=key)) for key in ADAM_MOMENTS
         }
         moments = {name: {key: by_key[key][name] for key in ADAM_MOMENTS} for name in by_key[ADAM_MOMENTS[0]]}
-        shard = _optimizer_shards(folder)[0]
-        steps = {float(state["step"]) for state in shard["base_optimizer_state"]["state"].values()}
+        steps = {float(state["step"]) for state in shards[0]["base_optimizer_state"]["state"].values()}
     for name, shape in order.items():
         found = moments.get(name, {}).get("exp_avg")
         if found is None or found.shape != shape:
