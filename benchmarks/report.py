@@ -77,7 +77,7 @@ def markdown(result: dict[str, Any], files: dict[str, str]) -> str:
         f"{env.get('load_after')} after. Micro-batch {result['micro_batch']} × "
         f"{model['block_size']} tokens per rank; {result['warmup_steps']} warm-up steps discarded, then "
         f"{result['steps']} measured ({result['log_every']} per timing window); {result['rounds']} round(s), "
-        "interleaved, medians.",
+        "interleaved, every other round in reverse order, medians.",
         "",
         "## Throughput",
         "",

@@ -21,7 +21,8 @@ metrics.jsonl: tokens/s (whole job and per device), TFLOP/s and MFU of the windo
 its rank_stats.json (the JSON's `wall_clock_breakdown` is turned on in the copy this script writes):
 each rank's peak memory and DeepSpeed's timers per step (forward, backward, gradient all-reduce,
 optimizer step). Scaling efficiency is tokens/s ÷ (ranks × the single run's tokens/s). With `--rounds R`
-every scenario and baseline runs R times, interleaved, and figures are medians over rounds.
+every scenario and baseline runs R times, interleaved, every other round in reverse order (so a machine
+that drifts favours no run), and figures are medians over rounds.
 
 Writes OUT/<date>-<host>-<commit>.json (with the environment: devices, driver, CUDA, torch, deepspeed,
 interconnect, hostfile, configs and their sha256), a Markdown report with PNG plots beside it, and a
@@ -352,6 +353,15 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
     return out
 
 
+def run_order(scenarios: list[Scenario], round_: int) -> list[tuple[Scenario, str | None]]:
+    """The runs of one round: each scenario's trainer (None) then its baselines, scenario after scenario;
+    every other round in reverse. A machine that speeds up or slows down during a run (this one drifts
+    by 5-10% over minutes) then favours no run: alternating the order cancels a steady drift over
+    each pair of rounds, where a fixed order would always give it to whatever ran last."""
+    order = [(s, kind) for s in scenarios for kind in (None, *s.baselines)]
+    return order[::-1] if round_ % 2 else order
+
+
 def measure(args: argparse.Namespace, scenarios: list[Scenario], workdir: Path) -> dict[str, Any]:
     trainer: dict[str, list[dict[str, Any]]] = {s.name: [] for s in scenarios}
     baselines: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -361,19 +371,18 @@ def measure(args: argparse.Namespace, scenarios: list[Scenario], workdir: Path) 
         if any(s.nodes > 1 for s in scenarios):
             nodes = stack.enter_context(SimulatedNodes(args, workdir))
         for round_ in range(args.rounds):
-            for s in scenarios:
-                print(
-                    f"round {round_ + 1}: {s.name}: the trainer, {s.ranks} rank(s) on {s.nodes} node(s) ...",
-                    flush=True,
-                )
-                trainer[s.name].append(run_trainer(args, s, workdir, round_, nodes))
-                if round_ == 0 and s.name in ("multi-rank", "multi-node"):
-                    print(f"{s.name}: the link probe ...", flush=True)
-                    links[s.name] = probe_link(args, s, workdir, nodes)
-                for kind in s.baselines:
-                    print(f"round {round_ + 1}: {s.name}: baseline {kind} ...", flush=True)
-                    config = bench_config(args, workdir, s.zero_stage, s.ranks)
-                    baselines.setdefault((s.name, kind), []).append(run_baseline(args, kind, s.ranks, config))
+            for s, kind in run_order(scenarios, round_):
+                if kind is None:
+                    where = f"{s.ranks} rank(s) on {s.nodes} node(s)"
+                    print(f"round {round_ + 1}: {s.name}: the trainer, {where} ...", flush=True)
+                    trainer[s.name].append(run_trainer(args, s, workdir, round_, nodes))
+                    if round_ == 0 and s.name in ("multi-rank", "multi-node"):
+                        print(f"{s.name}: the link probe ...", flush=True)
+                        links[s.name] = probe_link(args, s, workdir, nodes)
+                    continue
+                print(f"round {round_ + 1}: {s.name}: baseline {kind} ...", flush=True)
+                config = bench_config(args, workdir, s.zero_stage, s.ranks)
+                baselines.setdefault((s.name, kind), []).append(run_baseline(args, kind, s.ranks, config))
     return {"trainer": trainer, "baselines": baselines, "links": links}
 
 
@@ -575,8 +584,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--micro-batch", type=int, help="sequences per rank per micro-step (default: the JSON's)"
     )
     parser.add_argument(
-        "--rounds", type=int, default=1, help="interleaved rounds; figures are medians over rounds"
-    )
+        "--rounds", type=int, default=1,
+        help="interleaved rounds, every other one in reverse order; figures are medians over rounds",
+    )  # fmt: skip
     parser.add_argument(
         "--ranks", type=int, help="ranks of the multi-rank scenario (default: every GPU, or 2 on a CPU)"
     )

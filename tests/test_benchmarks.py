@@ -109,3 +109,19 @@ def test_checkpoint_stall_times_real_saves_and_its_table_is_its_json(tmp_path: P
         f"{row['durable_write_median_s']:.3f} | {row['blocked_over_write']:.2f} |"
     )
     assert table_row in (tmp_path / "checkpoint_stall.md").read_text()
+
+
+def test_every_other_round_runs_in_reverse_so_drift_favours_no_run() -> None:
+    from benchmarks.run import Scenario, run_order
+
+    single = Scenario("single", ranks=1, nodes=1, zero_stage=1, warmup=2, steps=4)
+    multi = Scenario("multi-rank", ranks=2, nodes=1, zero_stage=1, warmup=2, steps=4)
+    names = [[(s.name, kind or "trainer") for s, kind in run_order([single, multi], r)] for r in range(4)]
+    first = [
+        ("single", "trainer"), ("single", "plain"), ("single", "nanogpt"), ("single", "accelerate"),
+        ("multi-rank", "trainer"), ("multi-rank", "ddp"), ("multi-rank", "accelerate"),
+    ]  # fmt: skip
+    assert names == [first, first[::-1], first, first[::-1]]
+    # over each pair of rounds every run sits at the same mean position: a steady drift cancels
+    for run in first:
+        assert names[0].index(run) + names[1].index(run) == len(first) - 1
