@@ -107,11 +107,11 @@ test-fake-cuda: setup
 BENCH_SCENARIOS ?= single,multi-rank,multi-node
 bench: setup $(if $(findstring multi-node,$(BENCH_SCENARIOS)),multinode-tools)
 	$(PY) -m benchmarks.run --scenarios $(BENCH_SCENARIOS) --model tiny --steps 20 --warmup 10 --log-every 5 \
-		--zero-stages 0,2,3 --compile
+		--zero-stages 0,2,3 --compile --overlap-comm
 
 bench-full: setup multinode-tools
 	$(PY) -m benchmarks.run --scenarios single,multi-rank,multi-node --model gpt2-small --micro-batch 1 \
-		--steps 8 --warmup 2 --log-every 2 --zero-stages 0,2,3 --compile
+		--steps 8 --warmup 2 --log-every 2 --zero-stages 0,2,3 --compile --overlap-comm
 
 # Parts measured on their own: data preparation against the tokenizer alone, the trainer in one
 # process against a plain loop and nanoGPT's recipe with a torch.profiler breakdown of each step, and

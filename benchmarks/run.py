@@ -12,6 +12,8 @@ Scenarios, each through the real launcher (`deepspeed launch/train.py --deepspee
 - `multi-node`: `--hostfile H` (pdsh over ssh, as users launch); on a machine without one, two simulated
   nodes (network namespaces with their own sshd and disks, tests/multinode/cluster.py; needs root).
 - `--zero-stages 0,1,2,3` adds the multi-rank scenario at each ZeRO stage, for memory per rank.
+- `--overlap-comm` adds the multi-rank scenario at ZeRO-2 without `overlap_comm`, with it, and with it on
+  `--bucket-elements` buckets, for the effect of overlapping the gradient reduction with backward.
 - `--compile` adds `compiled`: one rank with the trainer's `--compile` (torch.compile through DeepSpeed's
   engine), against the eager plain loop and nanoGPT's recipe compiled; each run's first step less a
   measured one is its compile time, reported apart from the throughput.
@@ -70,6 +72,7 @@ class Scenario:
     warmup: int
     steps: int
     compile: bool = False
+    zero_options: tuple[tuple[str, Any], ...] = ()  # set in the JSON's zero_optimization (--overlap-comm)
 
     @property
     def baselines(self) -> tuple[str, ...]:
@@ -91,15 +94,20 @@ def child_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def bench_config(args: argparse.Namespace, workdir: Path, stage: int, ranks: int | None = None) -> Path:
-    """The user's DeepSpeed JSON with DeepSpeed's per-step timers on, at ZeRO `stage`. With `ranks`, its
-    "auto" values resolved for that many ranks by the trainer's own loader (llm.ds_config): Accelerate's
-    resolution counts one process on a CPU, and DeepSpeed then refuses the batch arithmetic."""
+def bench_config(
+    args: argparse.Namespace, workdir: Path, scenario: Scenario, ranks: int | None = None
+) -> Path:
+    """The user's DeepSpeed JSON with DeepSpeed's per-step timers on, at the scenario's ZeRO stage and
+    options. With `ranks`, its "auto" values resolved for that many ranks by the trainer's own loader
+    (llm.ds_config): Accelerate's resolution counts one process on a CPU, and DeepSpeed then refuses the
+    batch arithmetic."""
     config = json.loads(args.deepspeed.read_text())
     config["wall_clock_breakdown"] = True
     config["train_micro_batch_size_per_gpu"] = args.micro_batch
-    config["zero_optimization"] = {**config.get("zero_optimization", {}), "stage": stage}
-    path = workdir / f"{args.deepspeed.stem}-zero{stage}{'' if ranks is None else f'-{ranks}ranks'}.json"
+    zero = config.get("zero_optimization", {})
+    config["zero_optimization"] = {**zero, "stage": scenario.zero_stage, **dict(scenario.zero_options)}
+    label = f"zero{scenario.zero_stage}" + "".join(f"-{k}={v}" for k, v in scenario.zero_options)
+    path = workdir / f"{args.deepspeed.stem}-{label}{'' if ranks is None else f'-{ranks}ranks'}.json"
     path.write_text(json.dumps(config, indent=2))
     if ranks is not None:
         resolved = load_ds_config(
@@ -152,7 +160,7 @@ def launch(
 def run_trainer(
     args: argparse.Namespace, scenario: Scenario, workdir: Path, round_: int, nodes: SimulatedNodes | None
 ) -> dict[str, Any]:
-    config = bench_config(args, workdir, scenario.zero_stage)
+    config = bench_config(args, workdir, scenario)
     name = f"{scenario.name}-r{round_}"
     log = workdir / f"{name}.log"
     run_dir = nodes.run_dir(name) if nodes is not None and scenario.nodes > 1 else workdir / name
@@ -344,13 +352,30 @@ def plan(args: argparse.Namespace) -> list[Scenario]:
             out.append(Scenario("multi-node", sum(slots), len(slots), stage, args.warmup, args.steps))
     if args.compile:
         out.append(Scenario("compiled", 1, 1, stage, args.warmup, args.steps, compile=True))
+    if args.overlap_comm:
+        out += [
+            Scenario(name, args.ranks, 1, 2, args.warmup, args.steps, zero_options=tuple(options.items()))
+            for name, options in overlap_variants(args.bucket_elements).items()
+        ]
     out += [
         # for memory: one window after one window of warm-up (a peak is reached within a step or two)
         Scenario(f"zero{z}", args.ranks, 1, z, args.log_every, args.log_every)
         for z in args.zero_stages
-        if not (z == stage and "multi-rank" in args.scenarios)
+        if not (z == stage and "multi-rank" in args.scenarios) and not (z == 2 and args.overlap_comm)
     ]
     return out
+
+
+def overlap_variants(bucket_elements: int) -> dict[str, dict[str, Any]]:
+    """--overlap-comm's ZeRO-2 runs: without overlap, with it, and with it on smaller buckets (more
+    reductions in flight during backward, each smaller). Without `zero2-no-overlap` in the same run the
+    other two have nothing to be compared with; it also stands for --zero-stages 2's memory run."""
+    buckets = {"reduce_bucket_size": bucket_elements, "allgather_bucket_size": bucket_elements}
+    return {
+        "zero2-no-overlap": {"overlap_comm": False},
+        "zero2-overlap": {"overlap_comm": True},
+        "zero2-overlap-buckets": {"overlap_comm": True, **buckets},
+    }
 
 
 def run_order(scenarios: list[Scenario], round_: int) -> list[tuple[Scenario, str | None]]:
@@ -381,7 +406,7 @@ def measure(args: argparse.Namespace, scenarios: list[Scenario], workdir: Path) 
                         links[s.name] = probe_link(args, s, workdir, nodes)
                     continue
                 print(f"round {round_ + 1}: {s.name}: baseline {kind} ...", flush=True)
-                config = bench_config(args, workdir, s.zero_stage, s.ranks)
+                config = bench_config(args, workdir, s, s.ranks)
                 baselines.setdefault((s.name, kind), []).append(run_baseline(args, kind, s.ranks, config))
     return {"trainer": trainer, "baselines": baselines, "links": links}
 
@@ -407,6 +432,7 @@ def summarise(
                 t: statistics.median(r["breakdown_ms"][t] for r in rounds) for t in first["breakdown_ms"]
             },
             "compiled": s.compile,
+            "zero_options": dict(s.zero_options),
             "first_step_extra_s": _median_or_none(r["first_step_extra_s"] for r in rounds),
             "peak_memory_bytes": _peaks(rounds, s.ranks),
             "start_memory_bytes": [first["ranks"][i]["memory"].get("start_bytes") for i in range(s.ranks)],
@@ -626,6 +652,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="add the `compiled` scenario: one rank with the trainer's --compile, against the eager plain "
         "loop and nanoGPT's recipe compiled, and each one's compile time",
     )
+    parser.add_argument(
+        "--overlap-comm",
+        action="store_true",
+        help="add ZeRO-2 runs of the multi-rank shape without and with overlap_comm, and with it on "
+        "--bucket-elements buckets: the effect of overlapping the gradient reduction with backward",
+    )
+    parser.add_argument(
+        "--bucket-elements",
+        type=int,
+        default=5_000_000,
+        help="reduce/allgather bucket size of --overlap-comm's small-bucket run (DeepSpeed's default: 5e8)",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -663,6 +701,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.micro_batch = settings.micro_batch
     if args.ranks is None:
         args.ranks = torch.cuda.device_count() if args.gpu else 2
+    if args.bucket_elements <= 0:
+        parser.error(f"--bucket-elements {args.bucket_elements}: a bucket holds at least one element")
+    if args.overlap_comm and args.ranks < 2:
+        parser.error(
+            f"--overlap-comm: {args.ranks} rank(s) have no gradient reduction to overlap; "
+            "give --ranks 2 or more (on a CPU ranks share its cores)"
+        )
     return args
 
 

@@ -25,6 +25,8 @@ from tests.helpers import DATA_CACHE, REPO, child_env
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
 WARMUP, STEPS, LOG_EVERY = 2, 4, 2
+BUCKET = 200_000  # elements: the tiny model's gradients in several buckets
+OVERLAP = ("zero2-no-overlap", "zero2-overlap", "zero2-overlap-buckets")
 FIRST_SERIES = (0x1F, 0x77, 0xB4)  # matplotlib's C0, the colour of the first series in every plot
 
 
@@ -36,9 +38,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     before = readme.read_text()
     cmd = [
         sys.executable, "-m", "benchmarks.run", "--scenarios", "single,multi-rank", "--model", "tiny",
-        "--steps", str(STEPS), "--warmup", str(WARMUP), "--log-every", str(LOG_EVERY), "--zero-stages", "2",
+        "--steps", str(STEPS), "--warmup", str(WARMUP), "--log-every", str(LOG_EVERY), "--zero-stages", "3",
         "--data-cache", str(DATA_CACHE), "--out", str(tmp / "out"), "--readme", str(readme),
-        "--port", "29571", "--compile",
+        "--port", "29571", "--compile", "--overlap-comm", "--bucket-elements", str(BUCKET),
     ]  # fmt: skip
     done = subprocess.run(
         cmd,
@@ -65,7 +67,7 @@ def test_the_result_is_named_by_date_host_and_commit_and_records_the_environment
     assert env["torch"] and env["deepspeed"] and env["cpu_count"] >= 1
     (config,) = env["files"].values()
     assert config["content"] == (REPO / "ds_configs" / "cpu.json").read_text()
-    assert list(result["scenarios"]) == ["single", "multi-rank", "compiled", "zero2"]
+    assert list(result["scenarios"]) == ["single", "multi-rank", "compiled", *OVERLAP, "zero3"]
 
 
 def test_figures_are_the_trainers_own_records_after_warmup(bench: dict[str, Any]) -> None:
@@ -75,7 +77,7 @@ def test_figures_are_the_trainers_own_records_after_warmup(bench: dict[str, Any]
         records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         after = [r for r in records if r["type"] == "train" and r["step"] - LOG_EVERY >= row["warmup_steps"]]
         warmup, steps = row["warmup_steps"], row["steps"]
-        assert (warmup, steps) == ((LOG_EVERY, LOG_EVERY) if name == "zero2" else (WARMUP, STEPS))
+        assert (warmup, steps) == ((LOG_EVERY, LOG_EVERY) if name == "zero3" else (WARMUP, STEPS))
         assert [r["step"] for r in after] == list(range(warmup + LOG_EVERY, warmup + steps + 1, LOG_EVERY))
         assert row["tokens_per_s"] == pytest.approx(statistics.median(r["tokens_per_s"] for r in after))
         assert row["mfu"] == pytest.approx(statistics.median(r["mfu"] for r in after))
@@ -100,7 +102,9 @@ def test_figures_are_the_trainers_own_records_after_warmup(bench: dict[str, Any]
             assert base["tokens_per_s"] > 0
             assert base["ours_over_baseline"] == pytest.approx(row["tokens_per_s"] / base["tokens_per_s"])
     theory = bench["result"]["memory_theory"]
-    assert theory["zero2"]["bytes_per_parameter"] == theory_bytes_per_parameter(2, 2, "fp32") == 4 + 12 / 2
+    assert theory["zero3"]["bytes_per_parameter"] == theory_bytes_per_parameter(3, 2, "fp32") == 16 / 2
+    zero2 = theory["zero2-overlap"]["bytes_per_parameter"]
+    assert zero2 == theory_bytes_per_parameter(2, 2, "fp32") == 4 + 12 / 2
     assert theory["single"]["model_states_bytes"] == 16 * scen["single"]["parameters"]
 
 
@@ -147,6 +151,34 @@ def test_the_reports_numbers_are_the_jsons(bench: dict[str, Any]) -> None:
     for r in _table(md, "Memory per rank"):
         _near(r[3], max(scen[r[0]]["peak_memory_bytes"]), GIB)
         _near(r[5], result["memory_theory"][r[0]]["model_states_bytes"], GIB)
+
+
+def test_overlap_runs_hand_deepspeed_their_options_and_are_reported_against_the_run_without(
+    bench: dict[str, Any],
+) -> None:
+    scen, md = bench["result"]["scenarios"], bench["md"]
+    expected = {
+        "zero2-no-overlap": {"overlap_comm": False},
+        "zero2-overlap": {"overlap_comm": True},
+    }
+    buckets = {"reduce_bucket_size": BUCKET, "allgather_bucket_size": BUCKET}
+    expected["zero2-overlap-buckets"] = {"overlap_comm": True, **buckets}
+    for name, options in expected.items():
+        ran = json.loads((bench["tmp"] / "work" / f"{name}-r0" / "run.ds_config.json").read_text())
+        zero = ran["zero_optimization"]  # what the trainer handed DeepSpeed
+        assert zero["stage"] == 2 and {k: zero.get(k) for k in options} == options, zero
+        assert scen[name]["zero_options"] == options and scen[name]["ranks"] == 2
+    rows = _table(md, "overlap_comm and bucket sizes")
+    assert [r[0] for r in rows] == list(OVERLAP)
+    off = scen["zero2-no-overlap"]["tokens_per_s"]
+    for r in rows:
+        row = scen[r[0]]
+        assert r[3] == ("yes" if row["zero_options"]["overlap_comm"] else "no")
+        assert r[4] == (f"{BUCKET:,}" if r[0] == "zero2-overlap-buckets" else "the JSON’s")
+        _near(r[5], row["tokens_per_s"])
+        _near(r[6], row["breakdown_ms"]["bwd_inner"])
+        _near(r[9], row["tokens_per_s"] / off)
+    assert rows[0][9] == "1.000"
 
 
 def _settings(bench: dict[str, Any], name: str) -> dict[str, Any]:
