@@ -7,8 +7,8 @@ at ZeRO-0 as one rank runs it), on the same model and data: once saving locally 
 checkpoint to a `moto_server` started here on loopback (`--checkpoint-uri`); the order alternates
 between rounds so a noisy machine slows both alike. From each run's metrics.jsonl:
 
-- blocked by a save (those before the last step): from the train record of a save step to its
-  `checkpoint_saved` record, i.e. the
+- blocked by a save (those before the last step): from the train record of a save step to the next
+  step's, less that step's own time (`held_after`), i.e. the
   time the loop stops for the save (local shards, hashes, manifest, and with a URI the hand-off to the
   upload thread). Goal: with a URI no more than without (the upload adds nothing to the step path).
 - steps while uploading: the median step time of the `--window` steps after each save, when the upload
@@ -83,8 +83,17 @@ def run_with_saves(
     train = {r["step"]: r for r in recs if r["type"] == "train"}
     saved = [r for r in recs if r["type"] == "run_state" and r["state"] == "checkpoint_saved"]
     # the last save follows the final evaluation: only saves inside the run measure the save alone
-    blocked = [s["time"] - train[s["step"]]["time"] for s in saved if s["step"] < args.steps]
+    saves = range(args.save_every, args.steps, args.save_every)
+    blocked = [held_after(train, s) for s in saves]
     return SavingRun(records=recs, train=train, saved=saved, blocked_s=blocked, stdout=done.stdout)
+
+
+def held_after(train: dict[int, dict[str, Any]], step: int) -> float:
+    """How long the loop was held after `step`'s train record (by a save, with --log-every 1): the time to
+    the next record less the next step's own time (its window opens once the save has returned). The same
+    for a save that finishes on the step path and one that finishes in the background."""
+    after = train[step + 1]
+    return float(after["time"] - train[step]["time"] - after["step_time"])
 
 
 def one_run(

@@ -81,6 +81,12 @@ class CheckpointConfig(BaseModel):
 
     save_every: int = Field(1000, ge=1, description="checkpoint every N optimizer steps (and at the end)")
     keep_last: int = Field(3, ge=1, description="complete checkpoints to keep")
+    checkpoint_async: bool = Field(
+        False,
+        description="save in the background: the loop waits only while each rank copies its states into "
+        "host buffers (one checkpoint's size per rank, kept from save to save); writing, hashing and the "
+        "commit run beside the next steps (docs/training.md)",
+    )
     resume: str | None = Field(
         None,
         description="'auto' (the newest complete checkpoint, here or at --checkpoint-uri, if any), a run or "

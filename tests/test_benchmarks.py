@@ -97,16 +97,24 @@ def test_checkpoint_stall_times_real_saves_and_its_table_is_its_json(tmp_path: P
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "checkpoint_stall.json").read_text())
     (row,) = result["rows"]
-    (run,) = result["runs"]["this"]["64"]
-    assert len(run["blocked_s"]) == 1  # the save at step 3; the one at step 6 follows the final evaluation
-    assert min(run["blocked_s"][0], run["write_s"], run["durable_write_s"], run["read_back_hash_s"]) > 0
     parameters = GPT.parameter_count(from_preset("tiny", n_layer=4, n_embd=64, n_head=8, vocab_size=8192))
-    assert run["bytes"] >= 12 * parameters  # fp32 weights and Adam's two moments: a whole checkpoint
-    assert row["blocked_median_s"] == run["blocked_s"][0]
-    assert row["blocked_over_write"] == row["blocked_median_s"] / run["write_s"]
+    for mode in ("sync", "async"):  # both modes, from this checkout
+        (run,) = result["runs"][mode]["64"]
+        assert len(run["blocked_s"]) == 1  # the save at step 3 (the one at step 6 follows the last eval)
+        assert min(run["blocked_s"][0], run["write_s"], run["durable_write_s"], run["read_back_hash_s"]) > 0
+        assert run["loop_s"] > run["blocked_s"][0]
+        assert run["checkpoint_async"] is (mode == "async")  # what the trainer ran with (its run.json)
+        assert run["bytes"] >= 12 * parameters  # fp32 weights and Adam's two moments: a whole checkpoint
+        assert row[f"{mode}_blocked_median_s"] == run["blocked_s"][0]
+        assert row[f"{mode}_blocked_over_write"] == row[f"{mode}_blocked_median_s"] / row["write_median_s"]
+    assert row["write_median_s"] == result["runs"]["sync"]["64"][0]["write_s"]  # the first mode's files
+    assert row["async_loop_over_sync"] == row["async_loop_median_s"] / row["sync_loop_median_s"]
     table_row = (
-        f"| 64 | {row['checkpoint_mb']:.0f} | {row['blocked_median_s']:.3f} | {row['write_median_s']:.3f} | "
-        f"{row['durable_write_median_s']:.3f} | {row['blocked_over_write']:.2f} |"
+        f"| 64 | {row['checkpoint_mb']:.0f} | {row['write_median_s']:.3f} | "
+        f"{row['durable_write_median_s']:.3f} | {row['read_back_hash_median_s']:.3f} | "
+        f"{row['sync_blocked_median_s']:.3f} | "
+        f"{row['sync_blocked_over_write']:.2f} | {row['sync_blocked_over_durable_write']:.2f} | "
+        f"{row['sync_loop_median_s']:.2f} | {row['async_blocked_median_s']:.3f} |"
     )
     assert table_row in (tmp_path / "checkpoint_stall.md").read_text()
 

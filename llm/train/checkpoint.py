@@ -5,12 +5,16 @@ the bytes as they go to disk (`HashingWriter`: nothing is read back on the step 
 collects the hashes of what it holds (no shared filesystem is assumed) and rank 0 merges them into the
 manifest, which is written last; only then does `latest` move (llm/checkpoints/catalogue.py reads
 what this writes). A crash at any moment leaves the previous checkpoint as `latest` and loadable.
+With --checkpoint-async the loop waits only while the states are copied into host memory; the writes
+and the commit run on a thread (llm/train/async_save.py).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -26,6 +30,7 @@ from llm.checkpoints.weights import read_adam_states
 from llm.errors import UsageError
 from llm.failpoints import failpoint
 from llm.storage import HashingWriter, Storage
+from llm.train.async_save import BackgroundSave, Snapshot
 from llm.train.collectives import Collectives
 from llm.train.engine import DistInfo, optimizer_order, set_adam_states
 from llm.train.node_sync import NodeSync, prune_parts
@@ -71,24 +76,53 @@ def _save_hashed(written: Written, obj: Any, path: str | Path, *, zipfile: bool 
     written[str(Path(path).resolve())] = FileEntry(sha256=out.sha256(), bytes=out.bytes)
 
 
-def hash_as_written(engine: Any) -> Written:
-    """Route the engine's checkpoint writes through `_save_hashed` (once); what they wrote, by path.
+class ShardWriter:
+    """Takes the engine's checkpoint writes: each file is written at once, hashed as its bytes go to disk
+    (`_save_hashed`), or, inside `deferring()`, copied into a `Snapshot` to be written by `write`."""
 
-    Only DeepSpeed's plain torch.save engine is wrapped; with another (decoupled, fast writer) the
-    files are read back and hashed after the save, as before."""
-    written: Written | None = getattr(engine, "_llm_written", None)
-    if written is None:
-        written = {}
+    def __init__(self, zipfile: bool, *, hooked: bool) -> None:
+        self.written: Written = {}  # what this process wrote, by absolute path
+        self.snapshot = Snapshot()
+        self.hooked = hooked  # the engine's writes come here (else it writes them itself)
+        self._zipfile = zipfile
+        self._deferred: list[tuple[Any, Path, bool]] | None = None
+
+    def save(self, state_dict: Any, path: str | Path, *, zipfile: bool | None = None) -> None:
+        zipfile = self._zipfile if zipfile is None else zipfile
+        if self._deferred is None:
+            _save_hashed(self.written, state_dict, path, zipfile=zipfile)
+        else:
+            self._deferred.append((self.snapshot.take(Path(path).name, state_dict), Path(path), zipfile))
+
+    @contextmanager
+    def deferring(self) -> Iterator[list[tuple[Any, Path, bool]]]:
+        """Saves inside the block are copied, not written: the list of them, for `write`."""
+        deferred: list[tuple[Any, Path, bool]] = []
+        self._deferred = deferred
+        try:
+            yield deferred
+        finally:
+            self._deferred = None
+
+    def write(self, deferred: list[tuple[Any, Path, bool]]) -> None:
+        for state_dict, path, zipfile in deferred:
+            _save_hashed(self.written, state_dict, path, zipfile=zipfile)
+
+
+def shard_writer(engine: Any) -> ShardWriter:
+    """This engine's `ShardWriter`, its checkpoint writes routed through it (once) where they can be.
+
+    Only DeepSpeed's plain torch.save engine is wrapped; with another (decoupled, fast writer) its
+    files are read back and hashed after the save, and --checkpoint-async saves on the step path."""
+    writer: ShardWriter | None = getattr(engine, "_llm_writer", None)
+    if writer is None:
         inner: Any = getattr(engine, "checkpoint_engine", None)
-        if type(inner) is TorchCheckpointEngine:
-            zipfile = bool(inner.zipfile_serialization)
-
-            def save(state_dict: Any, path: str) -> None:
-                _save_hashed(written, state_dict, path, zipfile=zipfile)
-
-            inner.save = save  # type: ignore[method-assign]
-        engine._llm_written = written
-    return written
+        hooked = type(inner) is TorchCheckpointEngine
+        writer = ShardWriter(zipfile=bool(getattr(inner, "zipfile_serialization", True)), hooked=hooked)
+        if hooked:
+            inner.save = writer.save
+        engine._llm_writer = writer
+    return writer
 
 
 def _taken(written: Written, folder: Path) -> Written:
@@ -133,29 +167,88 @@ def save_checkpoint(
     uploader: CheckpointUploader | None = None,
     gathered: bool = False,
     sync: NodeSync | None = None,
-) -> Path:
+    background: BackgroundSave | None = None,
+) -> Path | None:
     """Every rank calls this at the same step. `state` holds the manifest's training fields.
 
     `remote` (the same on every rank): also upload it to the checkpoint URI, in the background, through
     `uploader` (each node's local rank 0 has one). `gathered` (the same on every rank): rank 0 gathers
     the other nodes' shards through `sync` (--checkpoint-sync rsync) and commits once they are here;
-    the other nodes keep their parts uncommitted."""
+    the other nodes keep their parts uncommitted. `background` (--checkpoint-async, the same on every
+    rank): return once the states are copied; they are written and committed on its thread, and it
+    reports the folder once committed. Returns the committed folder, or None when `background` has it."""
+    if background is not None:
+        background.wait()  # the save in flight ends first: its buffers are about to be reused
     catalogue = CheckpointCatalogue.local(root)
     storage = catalogue.storage  # the same storage the catalogue commits through
     tag = tag_for(step)
     folder = catalogue.folder(tag)
     if catalogue.is_complete(tag):
-        return folder  # the same step saved twice (e.g. a save_every step that is also the last)
+        return folder if background is None else None  # the same step saved twice (a save_every step
+        # that is also the last): committed, and reported, already
     if folder.exists() and dist_info.is_node_main:
         storage.delete(tag)  # left by a save that crashed: start it afresh, no stale shards
     collectives.barrier()
-    written = hash_as_written(engine)
+    writer = shard_writer(engine)
+    deferred: list[tuple[Any, Path, bool]] = []
+    if background is not None and writer.hooked:
+        with writer.deferring() as deferred:
+            _write_states(engine, writer, root, tag=tag, state=state, folder=folder, dist_info=dist_info)
+    else:
+        _write_states(engine, writer, root, tag=tag, state=state, folder=folder, dist_info=dist_info)
+
+    def finish(collectives: Collectives) -> Path:
+        writer.write(deferred)
+        failpoint("checkpoint.before_manifest", at=step)
+        _commit(
+            storage, catalogue, folder, writer, step=step, state=state, dist_info=dist_info,
+            collectives=collectives, keep_last=keep_last, remote=remote, uploader=uploader,
+            gathered=gathered, sync=sync,
+        )  # fmt: skip
+        return folder
+
+    if background is None:
+        return finish(collectives)
+    background.submit(step, lambda: finish(background.collectives))
+    return None
+
+
+def _write_states(
+    engine: Any,
+    writer: ShardWriter,
+    root: Path,
+    *,
+    tag: str,
+    state: dict[str, Any],
+    folder: Path,
+    dist_info: DistInfo,
+) -> None:
+    """DeepSpeed's shards and this rank's RNG state, through `writer` where there is one."""
     engine.save_checkpoint(str(root), tag=tag, client_state={"llm": state}, save_latest=False)
-    _save_hashed(written, rng_state(), folder / f"rng_state_rank{dist_info.rank}.pt")
-    failpoint("checkpoint.before_manifest", at=step)
+    writer.save(rng_state(), folder / f"rng_state_rank{dist_info.rank}.pt", zipfile=True)
+
+
+def _commit(
+    storage: Storage,
+    catalogue: CheckpointCatalogue,
+    folder: Path,
+    writer: ShardWriter,
+    *,
+    step: int,
+    state: dict[str, Any],
+    dist_info: DistInfo,
+    collectives: Collectives,
+    keep_last: int,
+    remote: bool,
+    uploader: CheckpointUploader | None,
+    gathered: bool,
+    sync: NodeSync | None,
+) -> None:
+    """Once this rank's files are written: the manifest, `latest`, the upload, retention."""
+    tag = folder.name
     # Every rank's hashes reach its node's first rank, which lists what the node holds (no shared
     # filesystem is assumed); rank 0 merges. The first gather is also the barrier after the writes.
-    reports = collectives.gather((dist_info.node, _taken(written, folder)))
+    reports = collectives.gather((dist_info.node, _taken(writer.written, folder)))
     files = _node_files(storage, tag, dist_info.node, reports) if dist_info.is_node_main else {}
     by_rank = collectives.gather(files)
     merged: dict[str, FileEntry] = {}
@@ -180,13 +273,12 @@ def save_checkpoint(
         attempt = collectives.broadcast(new_attempt_id())
         _hand_to_uploader(uploader, by_rank, folder, step=step, attempt=attempt, dist_info=dist_info)
     if gathered and dist_info.is_node_main and not dist_info.is_main:
-        prune_parts(root, keep_last=keep_last)
+        prune_parts(folder.parent, keep_last=keep_last)
     elif dist_info.is_node_main:  # every node keeps its own disk in check (no shared filesystem assumed)
         busy = uploader.busy_tags() if uploader is not None else set()
         busy |= sync.busy_tags() if sync is not None else set()
         catalogue.apply_retention(keep_last=keep_last, keep=busy)
     collectives.barrier()
-    return folder
 
 
 def _hand_to_uploader(

@@ -27,6 +27,7 @@ from llm.telemetry.schema import (
 )
 from llm.telemetry.sinks import EventLog
 from llm.telemetry.system import DeviceSampler
+from llm.train.async_save import BackgroundSave
 from llm.train.checkpoint import Restored, save_checkpoint
 from llm.train.collectives import Collectives
 from llm.train.control import ControlChannel, Decision
@@ -67,6 +68,7 @@ class LoopContext:
     gathered: bool = False  # --checkpoint-sync rsync: rank 0 gathers every node's shards (every rank knows)
     sync: NodeSync | None = None  # rank 0's, when it does
     timers: StepTimers | None = None  # DeepSpeed's per-step timers, where the JSON turns them on
+    background: BackgroundSave | None = None  # --checkpoint-async: saves finish on its thread
 
 
 def evaluate(ctx: LoopContext, *, num_batches: int) -> tuple[float, float] | None:
@@ -160,13 +162,16 @@ def train(
             not_training = True
         _acknowledge(ctx, decision, step)
         _report_devices(ctx, decision, step)
+        _report_saved(ctx)
         if ctx.control.paused and not stopping:
             stopping = _hold(ctx, step, save)
             not_training = True
         if not_training or step % loop.log_every == 0:
             window = _Window()
         if stopping:
+            _report_saved(ctx, wait=True)
             return LoopResult(step=step, stopped_by_signal=True)
+    _report_saved(ctx, wait=True)
     return LoopResult(step=step, stopped_by_signal=False)
 
 
@@ -186,9 +191,23 @@ def _save(
         uploader=ctx.uploader,
         gathered=ctx.gathered,
         sync=ctx.sync,
+        background=ctx.background,
     )
-    if ctx.events is not None:
+    if folder is not None and ctx.events is not None:
         ctx.events.emit(RunStateEvent, state="checkpoint_saved", step=step, detail=str(folder))
+
+
+def _report_saved(ctx: LoopContext, *, wait: bool = False) -> None:
+    """--checkpoint-async: say which saves have been committed since the last call (after the one in
+    flight ends, with `wait`); raise the error that ended one."""
+    if ctx.background is None:
+        return
+    if wait:
+        ctx.background.wait()
+    ctx.background.check()
+    for step, folder in ctx.background.committed():
+        if ctx.events is not None:
+            ctx.events.emit(RunStateEvent, state="checkpoint_saved", step=step, detail=str(folder))
 
 
 def _acknowledge(ctx: LoopContext, decision: Decision, step: int) -> None:
@@ -218,6 +237,7 @@ def _hold(ctx: LoopContext, step: int, save: Callable[[], None]) -> bool:
         decision = ctx.control.wait_while_paused(lambda: ctx.stop.received is not None)
         if decision.save or decision.stop:
             save()
+            _report_saved(ctx, wait=True)  # paused: nothing to overlap the save with
         _acknowledge(ctx, decision, step)
         _report_devices(ctx, decision, step)
         if decision.stop:

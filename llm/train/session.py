@@ -33,6 +33,7 @@ from llm.telemetry.schema import RunStateEvent
 from llm.telemetry.sinks import EventLog, JsonlSink, MonitorSink, ProgressBar, Sink, last_seq
 from llm.telemetry.system import DeviceSampler
 from llm.train import checkpoint, node_sync, remote_sync
+from llm.train.async_save import BackgroundSave
 from llm.train.collectives import Collectives
 from llm.train.control import ControlChannel
 from llm.train.engine import (
@@ -133,6 +134,10 @@ def run(plan: Plan) -> int:
     # a timeout elsewhere it is still healthy enough to find out which rank stopped answering.
     spare = Collectives(timeout_s=max(cfg.dist_timeout, 24 * 3600), force_group=True)
     collectives = Collectives(timeout_s=cfg.dist_timeout)
+    # --checkpoint-async commits on a thread of its own: its collectives get a group of their own
+    background = None
+    if cfg.checkpoint_async:
+        background = BackgroundSave(Collectives(timeout_s=cfg.dist_timeout, force_group=True))
     ranks = [Placement(**p) for p in collectives.gather(asdict(placement(info)))]
     if info.is_main and info.world_size > 1:
         print(f"nodes: {describe_nodes(ranks)}", flush=True)
@@ -258,6 +263,7 @@ def run(plan: Plan) -> int:
         gathered=gathered,
         sync=sync,
         timers=timers,
+        background=background,
     )
     if start is not None and start.manifest.lr_scale != 1.0:
         ctx.control.lr.set(start.manifest.lr_scale)  # the dashboard's change survives the resume

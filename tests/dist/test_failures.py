@@ -64,12 +64,14 @@ def test_a_dead_or_frozen_rank_ends_the_job_then_resume_continues(tmp_path: Path
     assert any(r["state"] == "finished" and r["step"] == k + 4 for r in metrics(run_dir, "run_state"))
 
 
-def test_kill_during_a_checkpoint_save_keeps_the_previous_one(tmp_path: Path) -> None:
-    """A real SIGKILL at the worst moment: shards written, manifest not yet (LLM_FAILPOINT)."""
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_kill_during_a_checkpoint_save_keeps_the_previous_one(tmp_path: Path, mode: str) -> None:
+    """A real SIGKILL at the worst moment: shards written, manifest not yet (LLM_FAILPOINT); with
+    --checkpoint-async that moment comes on the save's own thread while the loop has gone on."""
     run_dir = tmp_path / "run"
     args = [
         "--max-steps", "10", "--save-every", "5", "--log-every", "1", "--eval-every", "100",
-        *tiny_args(run_dir),
+        *tiny_args(run_dir, *(["--checkpoint-async"] if mode == "async" else [])),
     ]  # fmt: skip
     proc = start_train(args, log=tmp_path / "log", LLM_FAILPOINT="checkpoint.before_manifest@10")
     try:

@@ -27,12 +27,15 @@ MAX_STEPS = 45
 
 
 @pytest.mark.parametrize(
-    ("stage", "dropout"),
-    # with dropout, the masks after the resume come from the restored RNG states
-    [(1, 0.0), (2, 0.1), (3, 0.0)],
-    ids=["zero1", "zero2-dropout", "zero3"],
+    ("stage", "dropout", "saves"),
+    # with dropout, the masks after the resume come from the restored RNG states; with
+    # --checkpoint-async, saves every 4 steps are written and committed while the next steps run
+    [(1, 0.0, []), (2, 0.1, []), (3, 0.0, []), (3, 0.0, ["--checkpoint-async", "--save-every", "4"])],
+    ids=["zero1", "zero2-dropout", "zero3", "zero3-async"],
 )
-def test_sigterm_then_resume_auto_matches_an_unbroken_run(tmp_path: Path, stage: int, dropout: float) -> None:
+def test_sigterm_then_resume_auto_matches_an_unbroken_run(
+    tmp_path: Path, stage: int, dropout: float, saves: list[str]
+) -> None:
     config = ds_config(
         tmp_path,
         train_micro_batch_size_per_gpu=4,
@@ -41,7 +44,7 @@ def test_sigterm_then_resume_auto_matches_an_unbroken_run(tmp_path: Path, stage:
     )
     common = [
         "--deepspeed", str(config), "--max-steps", str(MAX_STEPS), "--log-every", "1", "--eval-every", "15",
-        "--dropout", str(dropout),
+        "--dropout", str(dropout), *saves,
     ]  # fmt: skip
 
     full_dir = tmp_path / "full"
@@ -64,6 +67,10 @@ def test_sigterm_then_resume_auto_matches_an_unbroken_run(tmp_path: Path, stage:
     k = stops[0]["step"]
     assert 5 <= k <= MAX_STEPS - 20, f"stopped at {k}: too late to compare 20 steps"
     assert (stopped_dir / "checkpoints" / "latest").read_text() == f"step_{k:08d}"
+    # every save was committed and said so once, in order (async ones after the loop went on)
+    every = 4 if saves else 1000
+    saved = [r["step"] for r in metrics(stopped_dir, "run_state") if r["state"] == "checkpoint_saved"]
+    assert saved == sorted({*range(every, k + 1, every), k})
 
     done = run_train([*common, *tiny_args(stopped_dir, "--resume", "auto")], nproc=2)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
