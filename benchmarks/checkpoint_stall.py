@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.storage import load  # noqa: E402
 from benchmarks.upload_stall import RESULTS, run_with_saves  # noqa: E402
+from llm.launchers import trainer_env  # noqa: E402
 from llm.storage import sha256_file  # noqa: E402
 
 # what each mode adds to the trainer's command line; `against` runs another checkout's trainer as it is
@@ -54,8 +55,7 @@ MODES: dict[str, tuple[str, ...]] = {"sync": (), "async": ("--checkpoint-async",
 def one_run(
     args: argparse.Namespace, run_dir: Path, n_embd: int, mode: str, checkout: Path = REPO
 ) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
-    env.update(CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    env = trainer_env(cpu=True)
     run = run_with_saves(args, run_dir, n_embd=n_embd, env=env, extra=MODES[mode], checkout=checkout)
     folder = Path(run.saved[-1]["detail"])
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != "manifest.json")

@@ -52,6 +52,7 @@ from typing import Any
 from benchmarks.baselines import SHAPE_FLAGS
 from llm.ds_config import load_ds_config
 from llm.errors import UsageError
+from llm.launchers import trainer_env
 from llm.preflight import read_hostfile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,12 +87,7 @@ class Scenario:
 
 # -- running -----------------------------------------------------------------------------------------
 def child_env(args: argparse.Namespace) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONUNBUFFERED"] = "1"
-    if not args.gpu:  # the CPU path, even where a GPU exists
-        env.update(CUDA_VISIBLE_DEVICES="", DS_ACCELERATOR="cpu")
-    return env
+    return trainer_env(cpu=not args.gpu)  # the CPU path, even where a GPU exists, unless --gpu
 
 
 def bench_config(

@@ -45,6 +45,7 @@ from benchmarks.step_profile import phase, profile_steps  # noqa: E402
 from benchmarks.trainer_report import label, write_report  # noqa: E402
 from llm.config import DataConfig  # noqa: E402
 from llm.data.prepare import load_dataset, prepare_dataset  # noqa: E402
+from llm.launchers import trainer_env  # noqa: E402
 from llm.model.config import GPTConfig, from_preset  # noqa: E402
 from llm.model.gpt import GPT  # noqa: E402
 from llm.telemetry.dashboard_link import spawn_sidecar  # noqa: E402
@@ -98,8 +99,7 @@ def trainer_cmd(
 
 def child_env() -> dict[str, str]:
     """The trainer's process: the CPU path, whatever accelerator this machine has."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
-    return {**env, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+    return trainer_env(cpu=True)
 
 
 def trainer(

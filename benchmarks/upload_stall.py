@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.storage import LOCAL_KEY_ID, LOCAL_SECRET, load, moto_server  # noqa: E402
+from llm.launchers import trainer_env  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 DATA_CACHE = REPO / ".cache" / "bench-data"
@@ -143,9 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join(
         [".venv/bin/python", "benchmarks/upload_stall.py", *(sys.argv[1:] if argv is None else argv)]
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "AWS_"))}
-    env.update(
-        CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1", AWS_ACCESS_KEY_ID=LOCAL_KEY_ID,
+    env = trainer_env(
+        cpu=True, drop=("AWS_",), AWS_ACCESS_KEY_ID=LOCAL_KEY_ID,
         AWS_SECRET_ACCESS_KEY=LOCAL_SECRET, AWS_DEFAULT_REGION="us-east-1",
         AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
     )  # fmt: skip

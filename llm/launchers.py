@@ -53,3 +53,21 @@ def _first_count(text: str) -> int:
     """SLURM writes tasks per node as '2' or '2(x3),1': the first node's count."""
     found = re.match(r"\d+", text)
     return int(found.group()) if found else 0
+
+
+def trainer_env(*, cpu: bool, drop: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
+    """The environment for a trainer started from Python (benchmarks, tests): this one less the LLM_*
+    variables (settings: they would override the command line's) and any other prefix in `drop`,
+    unbuffered, this interpreter's bin first on PATH (its `deepspeed`), then `extra`. With `cpu`, the CPU
+    path even where a GPU exists: DeepSpeed's launcher resets CUDA_VISIBLE_DEVICES for its ranks, so
+    DS_ACCELERATOR too (launch/train.py hides CUDA again when the accelerator is the CPU)."""
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", *drop))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    if cpu:
+        env.update(CUDA_VISIBLE_DEVICES="", DS_ACCELERATOR="cpu")
+    env.update(extra)
+    return env

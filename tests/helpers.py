@@ -17,6 +17,8 @@ from typing import Any
 
 import psutil
 
+from llm.launchers import trainer_env
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # Prepared token files are reused across tests and test runs (keyed by content, see llm/data/prepare.py).
@@ -63,16 +65,8 @@ def train_cmd(args: list[str], *, nproc: int | None = None, master_port: int | N
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_")}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONUNBUFFERED"] = "1"
-    # the suite tests the CPU path on every machine: a GPU would change the default config and preset.
-    # DS_ACCELERATOR too: DeepSpeed's launcher resets CUDA_VISIBLE_DEVICES for its ranks, and
-    # launch/train.py hides CUDA again when the accelerator is the CPU
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    env["DS_ACCELERATOR"] = "cpu"
-    env.update(extra)
-    return env
+    # the suite tests the CPU path on every machine: a GPU would change the default config and preset
+    return trainer_env(cpu=True, **extra)
 
 
 def run_train(
