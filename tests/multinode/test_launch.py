@@ -27,7 +27,9 @@ from tests.multinode.slurm import slurm, slurm_problem
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
-STEPS = ["--max-steps", "40", "--eval-every", "20", "--save-every", "40"]
+# 20 steps lower the validation loss 9.028 -> 7.494 (17%; 40 steps: 6.999), the same on every launcher
+# (fixed seed and data): well past the 10% the check asks, which a run that does not learn misses
+STEPS = ["--max-steps", "20", "--eval-every", "10", "--save-every", "20"]
 
 
 def _check_two_nodes_trained(cluster: Cluster, log: str, cfg: Path) -> None:
@@ -53,7 +55,7 @@ def test_pdsh_hostfile_run_trains_one_rank_on_each_node(cluster: Cluster, tmp_pa
     assert code == 0, log[-4000:]
     _check_two_nodes_trained(cluster, log, cfg)
     # no shared filesystem: each node's disk holds what its own rank wrote, and only that
-    step = "checkpoints/step_00000040"
+    step = "checkpoints/step_00000020"
     own = {i: {p.name for p in (cluster.disk(i) / "run" / step).iterdir()} for i in (0, 1)}
     assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "rng_state_rank0.pt"} <= own[0], own
     assert {"zero_pp_rank_1_mp_rank_00_optim_states.pt", "rng_state_rank1.pt"} <= own[1], own
