@@ -23,6 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # Prepared token files are reused across tests and test runs (keyed by content, see llm/data/prepare.py).
 DATA_CACHE = REPO / ".cache" / "test-data"
+# DeepSpeed's CPU ops (the shared-memory all-reduce, CPU Adam) are compiled on first use into one folder
+# per op name, and a build command naming another venv's path (another checkout on the same machine)
+# rebuilds them there: ~30 s per launch while two checkouts take turns. This checkout's own folder.
+TORCH_EXTENSIONS = REPO / ".cache" / "torch_extensions"
 CPU_CONFIG = REPO / "ds_configs" / "cpu.json"
 # a second real corpus that every machine with our dependencies has: pydantic's own sources
 SECOND_CORPUS = Path(__import__("pydantic").__file__).parent
@@ -66,7 +70,10 @@ def train_cmd(args: list[str], *, nproc: int | None = None, master_port: int | N
 
 def child_env(**extra: str) -> dict[str, str]:
     # the suite tests the CPU path on every machine: a GPU would change the default config and preset
-    return trainer_env(cpu=True, **extra)
+    env = trainer_env(cpu=True)
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(TORCH_EXTENSIONS))
+    env.update(extra)
+    return env
 
 
 def run_train(
