@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 
 from llm.errors import UsageError
 
@@ -61,9 +63,6 @@ def trainer_env(*, cpu: bool, drop: tuple[str, ...] = (), **extra: str) -> dict[
     unbuffered, this interpreter's bin first on PATH (its `deepspeed`), then `extra`. With `cpu`, the CPU
     path even where a GPU exists: DeepSpeed's launcher resets CUDA_VISIBLE_DEVICES for its ranks, so
     DS_ACCELERATOR too (launch/train.py hides CUDA again when the accelerator is the CPU)."""
-    import sys
-    from pathlib import Path
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", *drop))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -183,18 +183,14 @@ def save_checkpoint(
     storage = catalogue.storage  # the same storage the catalogue commits through
     tag = tag_for(step)
     folder = catalogue.folder(tag)
-    if catalogue.is_complete(tag):
-        return folder if background is None else None  # the same step saved twice (a save_every step
-        # that is also the last): committed, and reported, already
+    if catalogue.is_complete(tag):  # the same step saved twice (e.g. again while paused): committed,
+        return folder if background is None else None  # and reported by the background, already
     if folder.exists() and dist_info.is_node_main:
         storage.delete(tag)  # left by a save that crashed: start it afresh, no stale shards
     collectives.barrier()
     writer = shard_writer(engine)
-    deferred: list[tuple[Any, Path, bool]] = []
-    if background is not None and writer.hooked:
-        with writer.deferring() as deferred:
-            _write_states(engine, writer, root, tag=tag, state=state, folder=folder, dist_info=dist_info)
-    else:
+    empty: list[tuple[Any, Path, bool]] = []  # written at once: nothing left for `finish` to write
+    with writer.deferring() if background is not None and writer.hooked else nullcontext(empty) as deferred:
         _write_states(engine, writer, root, tag=tag, state=state, folder=folder, dist_info=dist_info)
 
     def finish(collectives: Collectives) -> Path:
@@ -223,7 +219,7 @@ def _write_states(
     folder: Path,
     dist_info: DistInfo,
 ) -> None:
-    """DeepSpeed's shards and this rank's RNG state, through `writer` where there is one."""
+    """DeepSpeed's shards (through `writer` where it is hooked in) and this rank's RNG state."""
     engine.save_checkpoint(str(root), tag=tag, client_state={"llm": state}, save_latest=False)
     writer.save(rng_state(), folder / f"rng_state_rank{dist_info.rank}.pt", zipfile=True)
 

@@ -203,8 +203,9 @@ def _report_saved(ctx: LoopContext, *, wait: bool = False) -> None:
     if ctx.background is None:
         return
     if wait:
-        ctx.background.wait()
-    ctx.background.check()
+        ctx.background.wait()  # raises as check() does
+    else:
+        ctx.background.check()
     for step, folder in ctx.background.committed():
         if ctx.events is not None:
             ctx.events.emit(RunStateEvent, state="checkpoint_saved", step=step, detail=str(folder))
